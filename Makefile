@@ -1,0 +1,30 @@
+# One-command entry points. `make demo` = set up + run the demo sweep; `make test` = set up + run all tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SWEEP ?= params/demo.yaml
+
+.PHONY: setup test demo data lab
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# CPU build of torch, pinned (see README: a GPU machine installs its own CUDA build first)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# Download XQuAD-R and MLQA-R into the user cache (sha256-checked); not needed when HYBRIDLIB_DATA_DIR is set.
+data: setup
+	$(PY) -c "from hybridlib.data import load_benchmark as l; l('xquad-r'); l('mlqa-r')"
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) -m hybridlib.sweep $(SWEEP)
+
+lab: setup
+	$(PY) -m ipykernel install --user --name hybridlib --display-name "Python (hybridlib)"
+	$(VENV)/bin/jupyter lab notebooks/

@@ -1,0 +1,331 @@
+"""Benchmarks (XQuAD-R, MLQA-R in the LAReQA construction) and training pair tables.
+
+A benchmark is three things: a query table, a candidate table (every sentence of every paragraph in
+every language) and the relevance map. Relevance is cross-lingual: a query's relevant set is the gold
+sentence of its question id ("group") in every language present.
+
+Files come from a local folder (argument or ``HYBRIDLIB_DATA_DIR``) or are downloaded once from the
+pinned LAReQA commits into a user cache, always checked against the pinned sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import pandas as pd
+
+# --- pinned sources -------------------------------------------------------------------------------
+
+_RAW = "https://raw.githubusercontent.com/google-research-datasets/lareqa/{commit}/{name}/{lang}.json"
+
+BENCHMARKS = {
+    "xquad-r": {
+        # CC BY-SA 4.0
+        "commit": "9bc8c7fb6dd8d01d72a05a93c2cb96882b0d299c",
+        "sha256": {
+            "ar": "c52922d3b8ac1ae03ed5ac38647ad59870dca3dda2beefe18ecdc30729acb69d",
+            "de": "16fb0f4bf4916154b585a20c24c66074591c9718a1affe764ff4697572328949",
+            "el": "163fd43ee785a30eb534ae2061e9eaa766a7ee4e8ffce5e4b422480c150f64b6",
+            "en": "7b0954f39297c27a31fef610f0883337dd2907fa8699151dc922afdd0fa12ffe",
+            "es": "f8e836b2d91009c4363e04315f7ede363eedbbb49c67dda60de6c4aa782f58de",
+            "hi": "ea45ba8ae4513d1533b222bebdc02a90bc319c055d3aeea68584a053d2e92872",
+            "ru": "7f4dff853538b9a5fcc28c070b8bb983a5c5d190ac747b8e005a1ada9cab18f1",
+            "th": "c3a041864c3a9fb0b4dd91cfdf99cf36b411b3e704c58a303c97bc6dc786cfe4",
+            "tr": "f3e8c13002bbce154a4578f535f7533cb70f3da08840e6b62735935baec7bd94",
+            "vi": "e35926bf5cc6fc6ecbdfca49467aabeb454f08d152d7818143a906bd31dde995",
+            "zh": "80c2cde7b9c2fb134c303cbb52f2ba396ead9eb0014aec43993543d2ba9e93ed",
+        },
+    },
+    "mlqa-r": {
+        # CC BY-NC 4.0; the folder was deleted upstream later, hence the older pinned commit
+        "commit": "354d67d1cd066854cdfbf5ad0e6105528976141d",
+        "sha256": {
+            "ar": "2132fbc03208535c0fe01f2e2c5121d06f9c2aa799af93b0a719dbc105bdf137",
+            "de": "ce9454dc5aa6f2d85c23cd6e49cb367fbb7c4c6e62d7f71e355c6b5dae4d0886",
+            "en": "fedd9a5cc0848dda80caf84aa36f482adaae230526a3f6e9e86926a93ef3b1e4",
+            "es": "70ecba276b8c96a692b120693a595d076ce94ad21d4b28311538a9fcbfe0f9d7",
+            "hi": "4dd0fb3c06f737a5481d705bc1dcac7876712a5815c9265908fbb3a0696cb654",
+            "vi": "9d3baff6ba03e6793b25594217265ea59a136b9733833dca8a9582a84a78ff85",
+            "zh": "57f01d2fff50cf3392805635b01445339f225ad5bf28ba8443b12f8dbd1e69dc",
+        },
+    },
+}
+
+
+def benchmark_languages(name: str) -> list[str]:
+    """The language codes a benchmark has."""
+    return sorted(_spec(name)["sha256"])
+
+
+def _spec(name: str) -> dict:
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
+# --- locating and fetching files ------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """``HYBRIDLIB_CACHE_DIR`` or ``~/.cache/hybridlib`` (XDG_CACHE_HOME respected)."""
+    if os.environ.get("HYBRIDLIB_CACHE_DIR"):
+        return Path(os.environ["HYBRIDLIB_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hybridlib"
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_file(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` through a temporary file, renamed only once the sha256 matches.
+
+    An interrupted or corrupt download therefore never leaves a file at ``dest``.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        got = sha256_of(tmp_name)
+        if got != sha256:
+            raise ValueError(f"sha256 mismatch for {url}: expected {sha256}, got {got}; the file was discarded")
+        os.replace(tmp_name, dest)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return dest
+
+
+def resolve_files(name: str, languages: list[str], data_dir: str | Path | None = None) -> dict[str, Path]:
+    """Path of each language file of a benchmark, verified against its pinned sha256.
+
+    Looks in ``data_dir``, else ``$HYBRIDLIB_DATA_DIR``, else the user cache (downloading what is missing).
+    """
+    spec = _spec(name)
+    local = data_dir or os.environ.get("HYBRIDLIB_DATA_DIR")
+    folder = Path(local).expanduser() if local else default_cache_dir() / "data"
+    files = {}
+    for lang in languages:
+        path = folder / name / f"{lang}.json"
+        expected = spec["sha256"][lang]
+        if not path.exists():
+            if local:
+                raise FileNotFoundError(
+                    f"{path} is missing: the data folder {folder} (from "
+                    f"{'data_dir' if data_dir else 'HYBRIDLIB_DATA_DIR'}) must hold {name}/<lang>.json for "
+                    f"every requested language. Copy the file there, or unset HYBRIDLIB_DATA_DIR to download "
+                    f"into {default_cache_dir() / 'data'}."
+                )
+            url = _RAW.format(commit=spec["commit"], name=name, lang=lang)
+            try:
+                download_file(url, path, expected)
+            except (urllib.error.URLError, TimeoutError, OSError) as err:
+                raise RuntimeError(
+                    f"could not download {url} ({err}). With no network, put the LAReQA files in a folder as "
+                    f"<folder>/{name}/{lang}.json and pass data_dir=<folder> or set HYBRIDLIB_DATA_DIR=<folder>."
+                ) from err
+        got = sha256_of(path)
+        if got != expected:
+            hint = "delete it to download again" if not local else "replace it with the pinned upstream file"
+            raise ValueError(f"{path} has sha256 {got}, expected {expected} (pinned); {hint}.")
+        files[lang] = path
+    return files
+
+
+# --- benchmarks -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Benchmark:
+    """A LAReQA retrieval benchmark: queries, candidate sentences and cross-lingual relevance."""
+
+    name: str
+    languages: list[str]
+    queries: datasets.Dataset  # id, group, lang, text
+    candidates: datasets.Dataset  # id, lang, text, context
+    relevant: dict[str, set[str]] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Benchmark({self.name!r}, languages={self.languages}, queries={len(self.queries)}, "
+            f"candidates={len(self.candidates)})"
+        )
+
+    def counts(self) -> pd.DataFrame:
+        """Questions and candidate sentences per language."""
+        q = pd.Series(self.queries["lang"]).value_counts()
+        c = pd.Series(self.candidates["lang"]).value_counts()
+        return pd.DataFrame({"queries": q, "candidates": c}).loc[self.languages].rename_axis("lang")
+
+
+def _read_squad(path: Path) -> list[dict]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)["data"]
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a valid LAReQA/SQuAD JSON file ({err}); replace it") from err
+
+
+def _gold_sentence(breaks: list[list[int]], answer_start: int) -> int | None:
+    for index, (start, end) in enumerate(breaks):
+        if start <= answer_start < end:
+            return index
+    return None
+
+
+def load_benchmark(
+    name: str,
+    languages: list[str] | None = None,
+    data_dir: str | Path | None = None,
+    max_groups: int | None = None,
+) -> Benchmark:
+    """Load XQuAD-R or MLQA-R in the LAReQA construction (DESIGN.md section 2).
+
+    ``max_groups`` keeps the first N question groups (in English file order where English is loaded,
+    otherwise in the order of the first language) and only the paragraphs they come from.
+    """
+    available = benchmark_languages(name)
+    languages = sorted(available if languages is None else languages)
+    unknown = [lang for lang in languages if lang not in available]
+    if unknown or not languages:
+        raise ValueError(f"languages {unknown or languages} not in {name}; available: {available}")
+    if max_groups is not None and max_groups < 1:
+        raise ValueError(f"max_groups must be a positive integer or None, got {max_groups!r}")
+    files = resolve_files(name, languages, data_dir)
+    parsed = {lang: _read_squad(files[lang]) for lang in languages}
+
+    # First pass: every question with its gold sentence, and the group order.
+    questions = []  # (lang, group, text, article, paragraph, sentence)
+    group_order: dict[str, None] = {}
+    for lang in sorted(languages, key=lambda code: code != "en"):  # English first: it holds every MLQA-R id
+        for a, article in enumerate(parsed[lang]):
+            for p, paragraph in enumerate(article["paragraphs"]):
+                for qa in paragraph["qas"]:
+                    s = _gold_sentence(paragraph["sentence_breaks"], qa["answers"][0]["answer_start"])
+                    if s is None:
+                        continue  # LAReQA drops answers that fall in no sentence
+                    questions.append((lang, qa["id"], qa["question"], a, p, s))
+                    group_order.setdefault(qa["id"], None)
+    kept_groups = set(list(group_order)[:max_groups] if max_groups else group_order)
+
+    kept_questions = [q for q in questions if q[1] in kept_groups]
+    kept_paragraphs = {(q[0], q[3], q[4]) for q in kept_questions}
+
+    candidate_rows = {"id": [], "lang": [], "text": [], "context": []}
+    for lang in languages:
+        for a, article in enumerate(parsed[lang]):
+            for p, paragraph in enumerate(article["paragraphs"]):
+                if max_groups and (lang, a, p) not in kept_paragraphs:
+                    continue
+                for s, sentence in enumerate(paragraph["sentences"]):
+                    candidate_rows["id"].append(f"{lang}:{a}:{p}:{s}")
+                    candidate_rows["lang"].append(lang)
+                    candidate_rows["text"].append(sentence)
+                    candidate_rows["context"].append(paragraph["context"])
+
+    gold: dict[str, list[str]] = {}
+    query_rows = {"id": [], "group": [], "lang": [], "text": []}
+    seen = set()
+    for lang, group, text, a, p, s in sorted(kept_questions, key=lambda q: (languages.index(q[0]),)):
+        qid = f"{lang}:{group}"
+        if qid in seen:
+            raise ValueError(f"{files[lang]} repeats question id {group!r}; the file is not a LAReQA file")
+        seen.add(qid)
+        query_rows["id"].append(qid)
+        query_rows["group"].append(group)
+        query_rows["lang"].append(lang)
+        query_rows["text"].append(text)
+        gold.setdefault(group, []).append(f"{lang}:{a}:{p}:{s}")
+    relevant = {qid: set(gold[group]) for qid, group in zip(query_rows["id"], query_rows["group"])}
+    return Benchmark(
+        name=name,
+        languages=languages,
+        queries=datasets.Dataset.from_dict(query_rows),
+        candidates=datasets.Dataset.from_dict(candidate_rows),
+        relevant=relevant,
+    )
+
+
+# --- pair tables ----------------------------------------------------------------------------------
+
+PAIR_COLUMNS = ("group", "lang", "query", "passage")
+
+
+def pairs_from_benchmark(benchmark: Benchmark) -> datasets.Dataset:
+    """One training pair per (group, language): the question and its gold sentence in that language."""
+    candidate_text = dict(zip(benchmark.candidates["id"], benchmark.candidates["text"]))
+    rows = {column: [] for column in PAIR_COLUMNS}
+    for qid, group, lang, text in zip(
+        benchmark.queries["id"], benchmark.queries["group"], benchmark.queries["lang"], benchmark.queries["text"]
+    ):
+        (gold,) = [c for c in benchmark.relevant[qid] if c.startswith(f"{lang}:")]
+        rows["group"].append(group)
+        rows["lang"].append(lang)
+        rows["query"].append(text)
+        rows["passage"].append(candidate_text[gold])
+    return datasets.Dataset.from_dict(rows)
+
+
+def load_pairs(source) -> datasets.Dataset:
+    """A pair table from a ``datasets.Dataset``, a pandas DataFrame, or a .jsonl / .json / .parquet / .csv file."""
+    if isinstance(source, datasets.Dataset):
+        table = source
+    elif isinstance(source, pd.DataFrame):
+        table = datasets.Dataset.from_pandas(source, preserve_index=False)
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"pair source {path} does not exist")
+        readers = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+        if path.suffix not in readers:
+            raise ValueError(f"pair source {path}: unsupported suffix {path.suffix!r}; use one of {sorted(readers)}")
+        table = datasets.load_dataset(readers[path.suffix], data_files=str(path), split="train")
+    missing = [column for column in PAIR_COLUMNS if column not in table.column_names]
+    if missing:
+        raise ValueError(f"pair table lacks columns {missing}; it needs {list(PAIR_COLUMNS)}, has {table.column_names}")
+    return table.select_columns(list(PAIR_COLUMNS)).cast_column("group", datasets.Value("string"))
+
+
+def normalise_text(text: str) -> str:
+    """Case-folded, whitespace-collapsed form used for overlap checks."""
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def overlap_report(pairs: datasets.Dataset, benchmark: Benchmark, examples: int = 5) -> dict:
+    """How many training texts also occur (after normalisation) in a benchmark.
+
+    Counts distinct normalised texts: training queries found among benchmark queries, training passages
+    found among benchmark candidate sentences, and either side found anywhere in the benchmark.
+    """
+    bench_queries = {normalise_text(t) for t in benchmark.queries["text"]}
+    bench_candidates = {normalise_text(t) for t in benchmark.candidates["text"]}
+    train_queries = {normalise_text(t) for t in pairs["query"]}
+    train_passages = {normalise_text(t) for t in pairs["passage"]}
+    query_hits = train_queries & bench_queries
+    passage_hits = train_passages & bench_candidates
+    any_hits = (train_queries | train_passages) & (bench_queries | bench_candidates)
+    return {
+        "benchmark": benchmark.name,
+        "train_queries": len(train_queries),
+        "train_passages": len(train_passages),
+        "query_overlap": len(query_hits),
+        "passage_overlap": len(passage_hits),
+        "any_overlap": len(any_hits),
+        "examples": sorted(any_hits, key=len, reverse=True)[:examples],
+    }
