@@ -1,0 +1,204 @@
+"""Run parameters: the flat defaults of a training run, and their validation.
+
+The training notebook's ``parameters`` cell mirrors ``DEFAULTS``; papermill and sweeps override it.
+``resolve_params`` checks every key, type and range before any data or model is loaded, so a typo
+fails in a second with one message naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+
+import yaml
+
+from .data import BENCHMARKS, benchmark_languages
+from .sampler import KINDS, LANGUAGE_WEIGHTS, MIX_MODES
+
+# Every parameter of a run, with its default. Comments say what each one does.
+DEFAULTS: dict = {
+    "run_name": "run",  # folder name of the run inside output_dir
+    "output_dir": "outputs/scratch",  # the sweep folder; the run writes into output_dir/run_name
+    "model": "multilingual-e5-small-q4",  # HF name or local path; "multilingual-e5-small-q4" is embedded
+    "pooling": "mean",  # "mean" or "cls"
+    "query_prefix": "query: ",
+    "passage_prefix": "passage: ",
+    "query_max_length": 64,  # tokens
+    "passage_max_length": 128,  # tokens
+    "train_source": "mlqa-r",  # a benchmark name (question -> gold sentence pairs) or a .jsonl/.parquet path
+    "train_languages": None,  # list of codes, or None for every language of the source
+    "train_max_groups": None,  # keep only the first N groups of the training source (None: all)
+    "ratio_mono": 0.5,  # share of mono batches (per_batch) or mono pairs (within_batch)
+    "ratio_cross": 0.5,
+    "ratio_multi": 0.0,
+    "mix": "per_batch",  # "per_batch" or "within_batch"
+    "language_weights": "uniform",  # "uniform" or "size"
+    "batch_size": 32,
+    "steps": 100,  # 0 evaluates the untouched model (the baseline of every sweep)
+    "learning_rate": 3e-5,
+    "weight_decay": 0.01,
+    "warmup": 0.1,  # fraction of steps (< 1) or a number of steps
+    "max_grad_norm": 1.0,
+    "temperature": 0.05,
+    "learnable_temperature": False,
+    "freeze_embeddings": False,  # keep the token embedding table fixed (faster on CPU; unseen languages keep theirs)
+    "symmetric_loss": False,  # add the passage -> query InfoNCE term
+    "mixed_precision": "auto",  # "auto" (bf16 on GPU), "bf16", "fp16", "no"
+    "device": "auto",  # "auto", "cpu", "cuda", "cuda:1", ...
+    "seed": 0,
+    "eval_benchmarks": ["xquad-r"],  # any of "xquad-r", "mlqa-r"
+    "eval_languages": None,  # list of codes, or None for every language of each benchmark
+    "max_groups": 300,  # evaluation: first N question groups (None: the whole benchmark)
+    "eval_batch_size": 64,
+    "save_model": True,  # write the fine-tuned model into the run folder (never committed)
+}
+
+# Keys that name where a run goes rather than what it computes.
+LOCATION_KEYS = ("run_name", "output_dir")
+
+_OPTIONAL_INT = ("train_max_groups", "max_groups")
+_OPTIONAL_LIST = ("train_languages", "eval_languages")
+_CHOICES = {"pooling": ("mean", "cls"), "mix": MIX_MODES, "language_weights": LANGUAGE_WEIGHTS,
+            "mixed_precision": ("auto", "bf16", "fp16", "no")}
+
+OVERRIDE_ENV = "HYBRIDLIB_PARAMS_OVERRIDE"
+
+
+class ParameterError(ValueError):
+    """A run parameter is unknown, of the wrong type or out of range."""
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def _check_type(key: str, value):
+    default = DEFAULTS[key]
+    if key in _OPTIONAL_INT:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ParameterError(f"{key}={value!r}: must be a positive integer or None")
+        return value
+    if key in _OPTIONAL_LIST:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+            raise ParameterError(f"{key}={value!r}: must be a non-empty list of language codes or None")
+        return sorted(set(value))
+    if key == "eval_benchmarks":
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ParameterError(f"{key}={value!r}: must be a non-empty list drawn from {sorted(BENCHMARKS)}")
+        for name in value:
+            if name not in BENCHMARKS:
+                raise ParameterError(f"{key}: unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
+        return list(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ParameterError(f"{key}={value!r}: must be true or false, got {_type_name(value)}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ParameterError(f"{key}={value!r}: must be a finite number, got {_type_name(value)}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParameterError(f"{key}={value!r}: must be an integer, got {_type_name(value)}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str) or (not value and key not in ("query_prefix", "passage_prefix")):
+            raise ParameterError(f"{key}={value!r}: must be a non-empty string, got {_type_name(value)}")
+        return value
+    return value
+
+
+def _check_languages(key: str, languages, sources: list[str]) -> None:
+    if languages is None:
+        return
+    for source in sources:
+        available = benchmark_languages(source)
+        missing = [lang for lang in languages if lang not in available]
+        if missing:
+            raise ParameterError(f"{key}={languages}: {missing} not in {source}; it has {available}")
+        if len(languages) < 2 and key == "eval_languages":
+            raise ParameterError(f"{key}={languages}: cross-lingual evaluation needs at least two languages")
+
+
+def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> dict:
+    """Defaults updated with ``overrides``, every key checked. Returns a new, complete dict.
+
+    With ``apply_env``, a YAML file named by ``$HYBRIDLIB_PARAMS_OVERRIDE`` is applied last: this is how
+    CI runs the notebooks in a cheap profile without editing them.
+    """
+    merged = dict(DEFAULTS)
+    layers = [overrides or {}]
+    if apply_env and os.environ.get(OVERRIDE_ENV):
+        layers.append(load_yaml(os.environ[OVERRIDE_ENV]))
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in DEFAULTS:
+                close = difflib.get_close_matches(key, DEFAULTS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {sorted(DEFAULTS)}"
+                raise ParameterError(f"unknown parameter {key!r}{hint}")
+            merged[key] = value
+    params = {key: _check_type(key, value) for key, value in merged.items()}
+    for key, choices in _CHOICES.items():
+        if params[key] not in choices:
+            raise ParameterError(f"{key}={params[key]!r}: must be one of {list(choices)}")
+
+    ratios = {kind: params[f"ratio_{kind}"] for kind in KINDS}
+    for kind, value in ratios.items():
+        if value < 0:
+            raise ParameterError(f"ratio_{kind}={value}: ratios must be non-negative")
+    total = sum(ratios.values())
+    if total == 0:
+        raise ParameterError("ratio_mono, ratio_cross and ratio_multi are all 0; give at least one a weight")
+    if abs(total - 1) > 1e-6:
+        raise ParameterError(f"ratio_mono + ratio_cross + ratio_multi = {total:.6g} ({ratios}): they must sum to 1")
+
+    if params["batch_size"] < 1:
+        raise ParameterError(f"batch_size={params['batch_size']}: must be a positive integer")
+    if params["steps"] < 0:
+        raise ParameterError(f"steps={params['steps']}: must be 0 (evaluate only) or more")
+    if not 0 < params["learning_rate"] <= 1e-2:
+        raise ParameterError(f"learning_rate={params['learning_rate']}: must be in (0, 0.01]; typical: 1e-5 to 1e-4")
+    if not 0.001 <= params["temperature"] <= 10:
+        raise ParameterError(f"temperature={params['temperature']}: must be in [0.001, 10]; typical: 0.01 to 0.1")
+    if params["weight_decay"] < 0 or params["max_grad_norm"] <= 0:
+        raise ParameterError("weight_decay must be >= 0 and max_grad_norm > 0, got "
+                             f"{params['weight_decay']} and {params['max_grad_norm']}")
+    if params["warmup"] < 0 or (params["warmup"] >= 1 and params["warmup"] != int(params["warmup"])):
+        raise ParameterError(f"warmup={params['warmup']}: a fraction in [0, 1) or a whole number of steps")
+    for key in ("query_max_length", "passage_max_length", "eval_batch_size"):
+        if params[key] < 1:
+            raise ParameterError(f"{key}={params[key]}: must be a positive integer")
+
+    if params["train_source"] in BENCHMARKS:
+        _check_languages("train_languages", params["train_languages"], [params["train_source"]])
+    elif not Path(params["train_source"]).expanduser().exists():
+        raise ParameterError(f"train_source={params['train_source']!r}: neither a benchmark "
+                             f"({sorted(BENCHMARKS)}) nor an existing .jsonl/.parquet file")
+    _check_languages("eval_languages", params["eval_languages"], params["eval_benchmarks"])
+
+    model = params["model"]
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+        raise ParameterError(f"model={model!r}: this local path does not exist; give an existing folder or a "
+                             "Hugging Face name such as 'xlm-roberta-base'")
+    return params
+
+
+def ratios_of(params: dict) -> dict[str, float]:
+    return {kind: params[f"ratio_{kind}"] for kind in KINDS}
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"parameter file {path} does not exist")
+    content = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(content, dict):
+        raise ParameterError(f"{path}: expected a mapping of parameter names to values")
+    return content

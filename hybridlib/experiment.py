@@ -1,0 +1,214 @@
+"""One training run end to end, as the training notebook drives it: folder, data, model, evaluation, records.
+
+Everything a run writes lands in ``<output_dir>/<run_name>/``:
+
+- ``params.json``        the resolved parameters (written first; a folder holding other parameters is refused)
+- ``steps.jsonl``        the training step log, one line per step, flushed as it goes
+- ``metrics.json``       the contract with the analysis notebooks (see ``write_metrics``)
+- ``per_query-<benchmark>.csv.gz``   per-query scores in every setting (for bias analysis and bootstrap tests)
+- ``projection-<benchmark>.csv.gz``  a 2-D PCA projection of the candidate embeddings, for plots
+- ``model/``             the fine-tuned model (ignored by git)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import LOCATION_KEYS, ParameterError, ratios_of
+from .data import BENCHMARKS, Benchmark, load_benchmark, load_pairs, overlap_report, pairs_from_benchmark
+from .metrics import build_eval_index, per_query_scores, summarize_scores
+from .model import BiEncoder, load_model, tiny_model
+from .sampler import HybridBatchSampler
+from .search import same_language_share
+
+TINY_MODEL = "tiny-random"  # a tiny random encoder with the real tokenizer: CI smoke runs only
+PACKAGES = ("hybridlib", "torch", "transformers", "datasets", "faiss-cpu", "numpy", "pandas", "papermill")
+
+
+def run_folder(params: dict) -> Path:
+    return Path(params["output_dir"]) / params["run_name"]
+
+
+def prepare_run_folder(params: dict) -> Path:
+    """Create the run folder and record the parameters; refuse a folder that holds another run."""
+    folder = run_folder(params)
+    recorded = folder / "params.json"
+    if recorded.exists():
+        old = json.loads(recorded.read_text())
+        changed = {k: (old.get(k), params[k]) for k in params if k not in LOCATION_KEYS and old.get(k) != params[k]}
+        if changed:
+            raise ParameterError(
+                f"{folder} already holds a run with other parameters (old, new): {changed}. "
+                "Choose another run_name or output_dir, or delete that folder to replace the run."
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(params, indent=2) + "\n")
+    return folder
+
+
+def training_pairs(params: dict):
+    """The pair table (group, lang, query, passage) the run trains on."""
+    source = params["train_source"]
+    if source in BENCHMARKS:
+        bench = load_benchmark(source, languages=params["train_languages"], max_groups=params["train_max_groups"])
+        return pairs_from_benchmark(bench)
+    pairs = load_pairs(source)
+    if params["train_languages"]:
+        wanted = set(params["train_languages"])
+        missing = wanted - set(pairs.unique("lang"))
+        if missing:
+            raise ParameterError(f"train_languages={params['train_languages']}: {sorted(missing)} absent from {source}")
+        pairs = pairs.filter(lambda lang: lang in wanted, input_columns="lang")
+    return pairs
+
+
+def make_sampler(params: dict, pairs) -> HybridBatchSampler:
+    return HybridBatchSampler(pairs, params["batch_size"], ratios_of(params), mix=params["mix"],
+                              seed=params["seed"], language_weights=params["language_weights"])
+
+
+def evaluation_benchmarks(params: dict) -> dict[str, Benchmark]:
+    return {name: load_benchmark(name, languages=params["eval_languages"], max_groups=params["max_groups"])
+            for name in params["eval_benchmarks"]}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(params: dict) -> BiEncoder:
+    settings = {key: params[key] for key in ("pooling", "query_prefix", "passage_prefix",
+                                             "query_max_length", "passage_max_length")}
+    if params["model"] == TINY_MODEL:
+        model = tiny_model(seed=params["seed"], **settings)
+    else:
+        model = load_model(params["model"], **settings)
+    if params["freeze_embeddings"]:
+        # the 250k-row table dominates optimizer time on CPU; its rows for untrained languages never move
+        model.encoder.get_input_embeddings().weight.requires_grad_(False)
+    return model.to(pick_device(params["device"]))
+
+
+def evaluate_model(model: BiEncoder, benchmark: Benchmark, batch_size: int = 64, progress: bool = True) -> dict:
+    """Encode a benchmark once and score it in every setting.
+
+    Returns ``{"metrics": evaluate_embeddings-style dict, "per_query": DataFrame, "projection": DataFrame,
+    "timings": {"encode_seconds", "score_seconds"}}``.
+    """
+    start = time.perf_counter()
+    queries = model.encode(benchmark.queries["text"], "query", batch_size=batch_size, show_progress=progress)
+    candidates = model.encode(benchmark.candidates["text"], "passage", batch_size=batch_size, show_progress=progress)
+    encoded = time.perf_counter()
+    index = build_eval_index(benchmark)
+    per_query = per_query_scores(benchmark, queries, candidates, index=index)
+    metrics = summarize_scores(per_query)
+    metrics.update(num_queries=len(benchmark.queries), num_candidates=len(benchmark.candidates),
+                   languages=list(benchmark.languages))
+    # language bias beyond the golds: how much of the pooled top 10 is in the query's own language
+    share = pd.Series(same_language_share(benchmark, queries, candidates, k=10), index=benchmark.queries["id"])
+    multi = per_query["setting"] == "multi"
+    per_query.loc[multi, "top10_same_lang"] = share.loc[per_query.loc[multi, "query_id"]].to_numpy()
+    by_lang = per_query[multi].groupby("lang")["top10_same_lang"].mean()
+    metrics["top10_same_language"] = float(by_lang.mean())
+    for lang, value in by_lang.items():
+        metrics["per_language"][lang]["top10_same_language"] = float(value)
+    scored = time.perf_counter()
+    return {"metrics": metrics, "per_query": per_query, "projection": pca_projection(benchmark, candidates),
+            "timings": {"encode_seconds": encoded - start, "score_seconds": scored - encoded}}
+
+
+def pca_projection(benchmark: Benchmark, embeddings: np.ndarray, dims: int = 2) -> pd.DataFrame:
+    """Candidate embeddings projected on their first principal components (for language-cluster plots)."""
+    centred = embeddings - embeddings.mean(axis=0, keepdims=True)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ components[:dims].T
+    frame = pd.DataFrame(coords, columns=[f"pc{i + 1}" for i in range(dims)])
+    frame.insert(0, "lang", benchmark.candidates["lang"])
+    frame.insert(0, "candidate_id", benchmark.candidates["id"])
+    return frame
+
+
+def environment_info() -> dict:
+    """Git commit, package versions and machine: recorded with every run."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).parent).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def summarize_training(log: list[dict]) -> dict:
+    """Kinds seen, first/last losses and throughput of a step log."""
+    if not log:
+        return {"steps": 0}
+    kinds: dict[str, int] = {}
+    for record in log:
+        kinds[record["kind"]] = kinds.get(record["kind"], 0) + 1
+    tail = log[-max(1, len(log) // 10):]
+    return {
+        "steps": len(log),
+        "batch_kinds": kinds,
+        "first_loss": log[0]["loss"],
+        "final_loss_mean_last_10pct": float(np.mean([r["loss"] for r in tail])),
+        "final_accuracy_mean_last_10pct": float(np.mean([r["accuracy"] for r in tail])),
+        "pairs_per_second": float(np.mean([r["pairs_per_second"] for r in log])),
+    }
+
+
+def write_metrics(folder: Path, params: dict, evaluations: dict[str, dict], timings: dict,
+                  training: dict, overlap: dict | None = None) -> Path:
+    """Write ``metrics.json`` and the per-benchmark tables. Written last: its presence means the run finished.
+
+    metrics.json keys: run_name, params (resolved), environment (git commit, versions), timings (seconds),
+    training (summary of the step log), overlap (train/eval text overlap per benchmark), and
+    benchmarks: {name: evaluate_embeddings output + top10_same_language}.
+    """
+    for name, result in evaluations.items():
+        result["per_query"].to_csv(folder / f"per_query-{name}.csv.gz", index=False, float_format="%.6g")
+        result["projection"].to_csv(folder / f"projection-{name}.csv.gz", index=False, float_format="%.5g")
+    record = {
+        "run_name": params["run_name"],
+        "params": params,
+        "environment": environment_info(),
+        "timings": {**timings, **{f"{name}_{k}": v for name, r in evaluations.items() for k, v in r["timings"].items()}},
+        "training": training,
+        "overlap": overlap or {},
+        "benchmarks": {name: result["metrics"] for name, result in evaluations.items()},
+    }
+    path = folder / "metrics.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a metrics.json
+    return path
+
+
+def check_overlap(pairs, benchmarks: dict[str, Benchmark]) -> dict:
+    return {name: overlap_report(pairs, bench) for name, bench in benchmarks.items()}

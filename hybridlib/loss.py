@@ -1,0 +1,113 @@
+"""InfoNCE with in-batch negatives, returning diagnostics alongside the loss.
+
+Pair ``i`` of a batch is (query ``i``, passage ``i``); every other passage of the batch is a negative
+for query ``i``. With cosine similarities ``s_ij`` and temperature ``t`` the loss for query ``i`` is
+
+    -log( exp(s_ii / t) / sum_j exp(s_ij / t) )
+
+averaged over the batch (cross-entropy with the diagonal as targets). The symmetric variant also
+scores each passage against all queries (the transposed logits) and averages the two directions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Upper bound on the logit scale 1 / temperature (temperature >= 0.01), as in CLIP: an unbounded
+# learnable scale can grow until the softmax saturates and training becomes unstable.
+MAX_LOGIT_SCALE = 100.0
+
+
+@dataclass
+class LossOutput:
+    """The loss and batch diagnostics (diagnostics are plain floats, computed without grad)."""
+
+    loss: torch.Tensor  # scalar, carries the graph for backward()
+    accuracy: float  # fraction of queries whose highest-scoring passage is their own
+    positive_similarity: float  # mean cosine of the matching (diagonal) pairs
+    negative_similarity: float  # mean cosine of the non-matching (off-diagonal) pairs; nan if n == 1
+    temperature: float  # temperature actually used (after clamping, for a learnable one)
+
+
+class InfoNCELoss(nn.Module):
+    """InfoNCE over in-batch negatives on cosine similarities.
+
+    Args:
+        temperature: softmax temperature ``t`` (logits are cosine / t). Must be positive.
+        learnable_temperature: learn the temperature. It is stored as ``logit_scale = log(1 / t)``
+            (a Parameter, as CLIP does), and the scale ``exp(logit_scale)`` is clamped to at most
+            ``MAX_LOGIT_SCALE`` = 100 in the forward pass, i.e. the temperature never goes below 0.01.
+            While clamped the parameter receives no gradient through the scale.
+        symmetric: average the query->passage and passage->query cross-entropies.
+
+    Inputs are L2-normalised inside the forward pass (cheap, and makes the loss correct for
+    un-normalised embeddings too). Half-precision inputs are upcast to float32 and autocast is
+    disabled for the loss, so the softmax is always computed in at least float32.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.05,
+        learnable_temperature: bool = False,
+        symmetric: bool = False,
+    ) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.symmetric = symmetric
+        self.learnable_temperature = learnable_temperature
+        log_scale = torch.tensor(math.log(1.0 / temperature))
+        if learnable_temperature:
+            self.logit_scale = nn.Parameter(log_scale)
+        else:
+            # a buffer: moves with .to(device), is saved in state_dict, but is not trained
+            self.register_buffer("logit_scale", log_scale)
+
+    def scale(self) -> torch.Tensor:
+        """The logit scale 1 / temperature, clamped to at most MAX_LOGIT_SCALE."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    @property
+    def temperature(self) -> float:
+        """Current effective temperature (after clamping)."""
+        return 1.0 / float(self.scale().detach())
+
+    def forward(self, query_embeddings: torch.Tensor, passage_embeddings: torch.Tensor) -> LossOutput:
+        """Loss for ``n`` pairs: ``query_embeddings`` [n, d] and ``passage_embeddings`` [n, d]."""
+        if query_embeddings.ndim != 2 or query_embeddings.shape != passage_embeddings.shape:
+            raise ValueError(
+                "expected query and passage embeddings of the same shape [n, d], got "
+                f"{tuple(query_embeddings.shape)} and {tuple(passage_embeddings.shape)}"
+            )
+        # float32 at least (bf16/fp16 -> float32), float64 stays float64
+        dtype = torch.promote_types(query_embeddings.dtype, torch.float32)
+        with torch.autocast(device_type=query_embeddings.device.type, enabled=False):
+            q = F.normalize(query_embeddings.to(dtype), dim=-1)
+            p = F.normalize(passage_embeddings.to(dtype), dim=-1)
+            similarities = q @ p.T  # cosine, [n, n]
+            scale = self.scale().to(dtype)
+            logits = similarities * scale
+            targets = torch.arange(len(q), device=q.device)
+            loss = F.cross_entropy(logits, targets)
+            if self.symmetric:
+                loss = (loss + F.cross_entropy(logits.T, targets)) / 2
+        return LossOutput(loss=loss, temperature=1.0 / float(scale.detach()), **_diagnostics(similarities))
+
+
+@torch.no_grad()
+def _diagnostics(similarities: torch.Tensor) -> dict[str, float]:
+    """Retrieval accuracy and mean positive / negative cosine of a [n, n] similarity matrix."""
+    n = len(similarities)
+    targets = torch.arange(n, device=similarities.device)
+    positives = similarities.diagonal()
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=similarities.device)
+    return {
+        "accuracy": float((similarities.argmax(dim=1) == targets).float().mean()),
+        "positive_similarity": float(positives.mean()),
+        "negative_similarity": float(similarities[off_diagonal].mean()) if n > 1 else math.nan,
+    }

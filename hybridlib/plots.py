@@ -1,0 +1,89 @@
+"""Figures shared by the notebooks (seaborn / matplotlib); each returns its matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def training_curves(log: list[dict], window: int = 10):
+    """Loss and in-batch accuracy per step, coloured by batch kind, with a rolling mean over all kinds."""
+    frame = pd.DataFrame(log)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, column in zip(axes, ("loss", "accuracy")):
+        if frame.empty:
+            ax.set_title(f"{column}: no training steps")
+            continue
+        sns.scatterplot(data=frame, x="step", y=column, hue="kind", s=12, alpha=0.6, ax=ax)
+        ax.plot(frame["step"], frame[column].rolling(window, min_periods=1).mean(), color="black", lw=1.5,
+                label=f"rolling mean ({window})")
+        ax.set_title(f"in-batch {column} per step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def metric_vs_ratio(table: pd.DataFrame, metric: str = "map", baseline: float | None = None):
+    """mono / cross / multi ``metric`` against each ratio, one panel per ratio kind (fine-tuned runs only)."""
+    trained = table[table["steps"] > 0]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    for ax, kind in zip(axes, ("mono", "cross", "multi")):
+        for setting, marker in zip(("mono", "cross", "multi"), "os^"):
+            ax.scatter(trained[f"ratio_{kind}"], trained[f"{metric}_{setting}"], marker=marker, label=f"{setting} {metric}")
+        if baseline is not None:
+            ax.axhline(baseline, color="grey", ls="--", lw=1, label="no fine-tuning (multi)")
+        ax.set_xlabel(f"ratio of {kind} batches")
+        ax.set_xlim(-0.05, 1.05)
+    axes[0].set_ylabel(metric)
+    axes[-1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def per_language_bars(long_table: pd.DataFrame, setting: str = "multi", ylabel: str = "mAP"):
+    data = long_table[long_table["setting"] == setting]
+    fig, ax = plt.subplots(figsize=(14, 4))
+    sns.barplot(data=data, x="lang", y="value", hue="run", ax=ax)
+    ax.set_ylabel(f"{ylabel} ({setting})")
+    ax.legend(fontsize=8, ncol=4)
+    fig.tight_layout()
+    return fig
+
+
+def pair_heatmaps(matrices: dict[str, pd.DataFrame], columns: int = 3, vmin=None, vmax=None):
+    """One query-language x corpus-language heatmap per run, on a shared colour scale."""
+    names = list(matrices)
+    rows = (len(names) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.8 * rows), squeeze=False)
+    vmin = vmin if vmin is not None else min(m.min().min() for m in matrices.values())
+    vmax = vmax if vmax is not None else max(m.max().max() for m in matrices.values())
+    for ax, name in zip(axes.flat, names):
+        sns.heatmap(matrices[name], vmin=vmin, vmax=vmax, cmap="viridis", annot=False, square=True, ax=ax, cbar=True)
+        ax.set_title(name)
+        ax.set_xlabel("corpus language")
+        ax.set_ylabel("query language")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def projections(frames: dict[str, pd.DataFrame], columns: int = 3, sample: int = 3000, seed: int = 0):
+    """2-D candidate projections coloured by language, one panel per run."""
+    names = list(frames)
+    rows = (len(names) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 5 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        frame = frames[name]
+        frame = frame.sample(min(sample, len(frame)), random_state=seed)
+        sns.scatterplot(data=frame, x="pc1", y="pc2", hue="lang", s=6, alpha=0.6, ax=ax, legend=ax is axes.flat[0])
+        ax.set_title(name)
+    if axes.flat[0].get_legend():
+        sns.move_legend(axes.flat[0], "upper left", bbox_to_anchor=(0, -0.12), ncol=6, fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,163 @@
+"""Run a sweep: the training notebook once per point with papermill, then the analysis notebooks.
+
+    python -m hybridlib.sweep params/demo.yaml            # every point
+    python -m hybridlib.sweep params/demo.yaml --only mono,cross --dry-run
+
+A sweep file::
+
+    sweep: demo                    # a name
+    output_dir: outputs/demo       # runs go to output_dir/<run name>/
+    extends: cpu-defaults.yaml     # optional: a flat parameter file (relative to this one) under everything
+    base: {steps: 150}             # optional: parameters shared by every point
+    runs:                          # run name -> its own parameters
+      baseline: {steps: 0}
+      mono: {ratio_mono: 1.0, ratio_cross: 0.0, ratio_multi: 0.0}
+
+Every point's parameters are resolved and checked before anything runs. A point whose folder already
+holds a ``metrics.json`` with identical parameters is skipped; one that fails does not stop the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .analysis import find_project_root, load_runs, scores_table
+from .config import ParameterError, load_yaml, resolve_params
+
+TRAIN_NOTEBOOK = "02_train.ipynb"
+ANALYSIS_NOTEBOOKS = ("03_evaluation.ipynb", "04_bias_analysis.ipynb")
+_SWEEP_KEYS = {"sweep", "output_dir", "extends", "base", "runs"}
+
+
+def load_sweep(path: str | Path) -> tuple[str, Path, dict[str, dict]]:
+    """Name, output folder and per-run parameter overrides (before defaults) of a sweep file."""
+    path = Path(path)
+    spec = load_yaml(path)
+    unknown = sorted(set(spec) - _SWEEP_KEYS)
+    if unknown:
+        raise ParameterError(f"{path}: unknown sweep keys {unknown}; a sweep file has {sorted(_SWEEP_KEYS)}")
+    if not isinstance(spec.get("runs"), dict) or not spec["runs"]:
+        raise ParameterError(f"{path}: 'runs' must map run names to their parameters")
+    name = spec.get("sweep") or path.stem
+    output_dir = Path(spec.get("output_dir") or f"outputs/{name}")
+    shared = load_yaml(path.parent / spec["extends"]) if spec.get("extends") else {}
+    shared.update(spec.get("base") or {})
+    runs = {}
+    for run_name, overrides in spec["runs"].items():
+        runs[str(run_name)] = {**shared, **(overrides or {}), "run_name": str(run_name), "output_dir": str(output_dir)}
+    return name, output_dir, runs
+
+
+def _finished_with(folder: Path, params: dict) -> bool:
+    metrics = folder / "metrics.json"
+    return metrics.exists() and json.loads(metrics.read_text()).get("params") == params
+
+
+def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = False) -> pd.DataFrame:
+    """Run every point of a sweep file; return (and print) a summary table."""
+    import papermill
+
+    root = find_project_root()
+    name, output_dir, runs = load_sweep(path)
+    if only:
+        missing = sorted(set(only) - set(runs))
+        if missing:
+            raise ParameterError(f"--only names unknown runs {missing}; the sweep has {sorted(runs)}")
+        runs = {k: v for k, v in runs.items() if k in only}
+    resolved = {run: resolve_params(overrides) for run, overrides in runs.items()}  # all checked up front
+    output_dir = root / output_dir
+    started = time.perf_counter()
+    status = {}
+    for index, (run, overrides) in enumerate(runs.items(), 1):
+        folder = output_dir / run
+        if _finished_with(folder, resolved[run]):
+            status[run] = ("skipped (finished, same parameters)", None)
+            print(f"[{index}/{len(runs)}] {run}: already finished with these parameters, skipped", flush=True)
+            continue
+        print(f"[{index}/{len(runs)}] {run}: {json.dumps({k: v for k, v in overrides.items() if k not in ('run_name', 'output_dir')})}", flush=True)
+        if dry_run:
+            status[run] = ("dry run", None)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        notebook = folder / TRAIN_NOTEBOOK
+        tick = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(root / "notebooks" / TRAIN_NOTEBOOK), str(notebook),
+                                       parameters=overrides, cwd=str(root), kernel_name="python3",
+                                       progress_bar=False)
+            status[run] = (f"ok ({time.perf_counter() - tick:.0f} s)", None)
+        except Exception as err:  # one failing point must not stop the sweep
+            status[run] = ("FAILED", f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''} -> {notebook}")
+            print(f"    FAILED: {status[run][1]}", flush=True)
+    if not dry_run:
+        for notebook in ANALYSIS_NOTEBOOKS:
+            try:
+                papermill.execute_notebook(str(root / "notebooks" / notebook), str(output_dir / notebook),
+                                           parameters={"sweep_dir": _display_path(output_dir, root)},
+                                           cwd=str(root), kernel_name="python3", progress_bar=False)
+            except Exception as err:
+                status[notebook] = ("FAILED", f"{type(err).__name__} -> {output_dir / notebook}")
+                print(f"{notebook} FAILED: see {output_dir / notebook}", flush=True)
+    elapsed = time.perf_counter() - started
+    summary = _summary(output_dir, status)
+    if not dry_run:
+        (output_dir / "sweep.json").write_text(json.dumps(
+            {"sweep": name, "file": str(Path(path)), "wall_seconds": round(elapsed, 1),
+             "status": {k: {"status": s, "error": e} for k, (s, e) in status.items()}}, indent=1) + "\n")
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
+        print(f"\nsweep {name!r}: {len(runs)} points in {elapsed / 60:.1f} min -> {output_dir}\n")
+        print(summary.to_string())
+    failures = {k: e for k, (s, e) in status.items() if s == "FAILED"}
+    summary.attrs["failures"] = failures
+    if failures:
+        print("\nfailures:")
+        for run, error in failures.items():
+            print(f"  {run}: {error}")
+    return summary
+
+
+def _display_path(path: Path, root: Path) -> str:
+    """``path`` relative to the project root when inside it (what notebooks record), else absolute."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _summary(output_dir: Path, status: dict) -> pd.DataFrame:
+    try:
+        runs = load_runs(output_dir)
+    except FileNotFoundError:
+        return pd.DataFrame({"status": {k: s for k, (s, _) in status.items()}})
+    tables = []
+    for benchmark in sorted({b for run in runs for b in run["benchmarks"]}):
+        table = scores_table(runs, benchmark)
+        columns = ["label", "map_mono", "map_cross", "map_multi", "rank_distance", "top10_same_language"]
+        tables.append(table[columns].assign(benchmark=benchmark))
+    summary = pd.concat(tables)
+    summary["status"] = [status.get(run, ("not in this invocation", None))[0] for run in summary.index]
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_file", help="a sweep YAML file, e.g. params/demo.yaml")
+    parser.add_argument("--only", help="comma-separated run names to run")
+    parser.add_argument("--dry-run", action="store_true", help="resolve and check parameters, run nothing")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_sweep(args.sweep_file, only=args.only.split(",") if args.only else None, dry_run=args.dry_run)
+    except (ParameterError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 1 if summary.attrs.get("failures") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

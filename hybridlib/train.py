@@ -1,0 +1,231 @@
+"""The training loop: contrastive fine-tuning of a BiEncoder on a stream of hybrid batches.
+
+One readable function, ``train``, plus small helpers that build the training state (optimizer,
+learning-rate schedule) so that checkpoint/resume can rebuild the same state later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from hybridlib.loss import InfoNCELoss, LossOutput
+
+MIXED_PRECISION_MODES = ("auto", "bf16", "fp16", "no")
+
+
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    extra_modules: Iterable[nn.Module] = (),
+) -> torch.optim.AdamW:
+    """AdamW over the parameters of ``model`` (and e.g. a loss with a learnable temperature).
+
+    Usual convention: weight decay on weight matrices only; biases, LayerNorm weights and other
+    parameters with fewer than 2 dimensions (such as a logit scale) are not decayed.
+    Parameters shared between modules (tied embeddings) are included once.
+    """
+    decay, no_decay, seen = [], [], set()
+    for module in [model, *extra_modules]:
+        for submodule in module.modules():
+            is_norm = isinstance(submodule, nn.LayerNorm) or "norm" in type(submodule).__name__.lower()
+            for name, param in submodule.named_parameters(recurse=False):
+                if not param.requires_grad or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                if is_norm or name.endswith("bias") or param.ndim < 2:
+                    no_decay.append(param)
+                else:
+                    decay.append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def resolve_warmup_steps(warmup_steps: int | float, steps: int) -> int:
+    """Warmup as a number of steps: an int is taken as is, a float in [0, 1) as a fraction of steps."""
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, float)):
+        raise TypeError(f"warmup_steps must be an int or a float fraction, got {warmup_steps!r}")
+    if isinstance(warmup_steps, float):
+        if not 0.0 <= warmup_steps < 1.0:
+            raise ValueError(f"a fractional warmup_steps must be in [0, 1), got {warmup_steps}")
+        return int(round(warmup_steps * steps))
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    return warmup_steps
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int | float = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0 to the base lr over the warmup steps, then linear decay to 0 at ``steps``.
+
+    The lr used by (0-based) step ``i`` is ``lr * i / warmup`` during warmup and
+    ``lr * (steps - i) / (steps - warmup)`` after it.
+    """
+    return get_linear_schedule_with_warmup(optimizer, resolve_warmup_steps(warmup_steps, steps), steps)
+
+
+def resolve_mixed_precision(mixed_precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` on CUDA, ``"no"`` elsewhere; other modes are returned checked."""
+    if mixed_precision not in MIXED_PRECISION_MODES:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_MODES}, got {mixed_precision!r}")
+    if mixed_precision == "auto":
+        return "bf16" if device.type == "cuda" else "no"
+    return mixed_precision
+
+
+def train(
+    model: nn.Module,
+    sampler: Iterable,
+    steps: int,
+    lr: float = 3e-5,
+    weight_decay: float = 0.01,
+    warmup_steps: int | float = 0,
+    max_grad_norm: float | None = 1.0,
+    temperature: float = 0.05,
+    learnable_temperature: bool = False,
+    symmetric: bool = False,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], LossOutput] | None = None,
+    mixed_precision: str = "auto",
+    log_path: str | Path | None = None,
+    progress: bool = True,
+    seed: int = 0,
+    callback: Callable[[int, dict], Any] | None = None,
+) -> list[dict]:
+    """Fine-tune ``model`` (a BiEncoder) for ``steps`` optimizer steps on batches from ``sampler``.
+
+    Each step: next batch -> ``model.embed`` of queries and passages -> ``loss_fn`` -> backward ->
+    gradient clipping at ``max_grad_norm`` (``None`` or 0: no clipping, norm still logged) ->
+    AdamW step -> schedule step (linear warmup, then linear decay to 0).
+
+    Args:
+        loss_fn: defaults to ``InfoNCELoss(temperature, learnable_temperature, symmetric)``; when
+            given, those three arguments are ignored. If it is an ``nn.Module`` its parameters
+            (a learnable temperature) are trained too.
+        mixed_precision: "auto" (bf16 autocast on CUDA, off on CPU), "bf16", "fp16" (with a
+            GradScaler) or "no". Only the encoder runs under autocast; InfoNCELoss computes in fp32.
+        log_path: JSONL file, one line per step, flushed every step (an interrupted run keeps it).
+        callback: called as ``callback(step, record)`` after every step.
+
+    Returns:
+        One dict per step (the lines of the JSONL log): step (1-based), kind, batch_size, kinds,
+        query_langs, passage_langs (counts per value), loss, accuracy, positive_similarity,
+        negative_similarity, temperature, lr (used by this step), grad_norm (before clipping;
+        None if non-finite, which fp16 loss scaling can produce and then skips the step),
+        seconds (wall time of the step, batch sampling included), pairs_per_second.
+
+    Raises:
+        FloatingPointError: if the loss is NaN or infinite (the message names the step).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    torch.manual_seed(seed)
+    device = _device_of(model)
+    precision = resolve_mixed_precision(mixed_precision, device)
+    if loss_fn is None:
+        loss_fn = InfoNCELoss(temperature, learnable_temperature=learnable_temperature, symmetric=symmetric)
+    loss_modules = [loss_fn.to(device)] if isinstance(loss_fn, nn.Module) else []
+
+    optimizer = make_optimizer(model, lr, weight_decay, extra_modules=loss_modules)
+    scheduler = make_scheduler(optimizer, steps, warmup_steps)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    batches = iter(sampler)
+    records: list[dict] = []
+    log_file = None
+    bar = tqdm(total=steps, desc="train", disable=not progress)
+    model.train()
+    for module in loss_modules:
+        module.train()
+    try:
+        if log_path is not None:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            log_file = open(log_path, "w", encoding="utf-8")
+        for step in range(1, steps + 1):
+            started = time.perf_counter()
+            batch = next(batches)
+            step_lr = scheduler.get_last_lr()[0]  # the lr this step's optimizer.step() uses
+
+            with _autocast(device, autocast_dtype):
+                q = model.embed(batch.queries, "query")
+                p = model.embed(batch.passages, "passage")
+            out = loss_fn(q, p)
+            loss_value = out.loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"non-finite loss ({loss_value}) at step {step} of {steps}")
+
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(out.loss).backward()
+            scaler.unscale_(optimizer)  # clip (and log) the true gradient norm under fp16
+            clip_at = max_grad_norm if max_grad_norm else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_at))
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            seconds = time.perf_counter() - started
+
+            record = {
+                "step": step,
+                "kind": batch.kind,
+                "batch_size": len(batch),
+                "kinds": dict(Counter(batch.kinds)),
+                "query_langs": dict(Counter(batch.query_langs)),
+                "passage_langs": dict(Counter(batch.passage_langs)),
+                "loss": loss_value,
+                "accuracy": out.accuracy,
+                "positive_similarity": out.positive_similarity,
+                "negative_similarity": out.negative_similarity,
+                "temperature": out.temperature,
+                "lr": step_lr,
+                "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
+                "seconds": seconds,
+                "pairs_per_second": len(batch) / seconds,
+            }
+            records.append(record)
+            if log_file is not None:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{out.accuracy:.2f}")
+            if callback is not None:
+                callback(step, record)
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+        model.eval()
+        for module in loss_modules:
+            module.eval()
+    return records
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The model's device (BiEncoder has a ``device`` property; fall back to its first parameter)."""
+    device = getattr(model, "device", None)
+    if device is None:
+        device = next(model.parameters()).device
+    return torch.device(device)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast context for the encoder forward pass, or a no-op when mixed precision is off."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,64 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from hybridlib import experiment
+from hybridlib.config import DEFAULTS, ParameterError, resolve_params
+
+
+def test_defaults_resolve_and_notebook_parameters_match_defaults():
+    import nbformat
+
+    params = resolve_params({}, apply_env=False)
+    assert params == {**DEFAULTS, "eval_benchmarks": ["xquad-r"]}
+    nb = nbformat.read(Path(__file__).parents[1] / "notebooks" / "02_train.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    scope: dict = {}
+    exec(cell.source, scope)
+    names = {k for k in scope if not k.startswith("_")}
+    assert names == set(DEFAULTS), "the notebook's parameters cell and config.DEFAULTS must list the same keys"
+    assert {k: scope[k] for k in DEFAULTS} == DEFAULTS
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"learning_rat": 1e-5}, "unknown parameter 'learning_rat'; did you mean 'learning_rate'"),
+    ({"batch_size": "32"}, r"batch_size='32': must be an integer, got str"),
+    ({"batch_size": 0}, "batch_size=0: must be a positive integer"),
+    ({"ratio_mono": -0.5, "ratio_cross": 1.5}, "ratio_mono=-0.5: ratios must be non-negative"),
+    ({"ratio_mono": 0.5, "ratio_cross": 0.6}, r"= 1.1 .* must sum to 1"),
+    ({"ratio_mono": 0.0, "ratio_cross": 0.0, "ratio_multi": 0.0}, "all 0"),
+    ({"mix": "per-batch"}, r"mix='per-batch': must be one of \['per_batch', 'within_batch'\]"),
+    ({"eval_languages": ["en", "xx"]}, r"\['xx'\] not in xquad-r"),
+    ({"eval_benchmarks": ["mlqa-r"], "eval_languages": ["en", "el"]}, r"\['el'\] not in mlqa-r"),
+    ({"train_languages": ["th"]}, r"\['th'\] not in mlqa-r"),
+    ({"steps": -1}, "steps=-1"),
+    ({"learning_rate": 0.5}, r"learning_rate=0.5: must be in \(0, 0.01\]"),
+    ({"temperature": 0.0}, r"temperature=0.0: must be in \[0.001, 10\]"),
+    ({"model": "./no/such/model"}, "this local path does not exist"),
+    ({"train_source": "mlqa"}, "neither a benchmark"),
+    ({"max_groups": 0}, "max_groups=0: must be a positive integer or None"),
+    ({"save_model": "yes"}, "must be true or false"),
+    ({"eval_benchmarks": ["xquad"]}, "unknown benchmark 'xquad'"),
+])
+def test_bad_parameters_name_key_value_and_fix(overrides, message):
+    with pytest.raises(ParameterError, match=message):
+        resolve_params(overrides, apply_env=False)
+
+
+def test_override_file_from_environment_wins(tmp_path, monkeypatch):
+    override = tmp_path / "o.yaml"
+    override.write_text("steps: 3\nbatch_size: 4\n")
+    monkeypatch.setenv("HYBRIDLIB_PARAMS_OVERRIDE", str(override))
+    params = resolve_params({"steps": 500})
+    assert params["steps"] == 3 and params["batch_size"] == 4
+    assert resolve_params({"steps": 500}, apply_env=False)["steps"] == 500
+
+
+def test_run_folder_with_other_parameters_is_refused(tmp_path):
+    params = resolve_params({"output_dir": str(tmp_path), "run_name": "a"}, apply_env=False)
+    folder = experiment.prepare_run_folder(params)
+    assert json.loads((folder / "params.json").read_text()) == params
+    experiment.prepare_run_folder(params)  # same parameters: fine (a rerun)
+    with pytest.raises(ParameterError, match=r"already holds a run with other parameters.*'steps': \(100, 5\)"):
+        experiment.prepare_run_folder({**params, "steps": 5})

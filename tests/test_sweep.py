@@ -1,0 +1,80 @@
+"""The sweep runner end to end: papermill over the real notebooks with a tiny model on real data."""
+
+import json
+
+import nbformat
+import pytest
+
+from hybridlib.config import ParameterError
+from hybridlib.sweep import load_sweep, main, run_sweep
+
+SWEEP = """
+sweep: tiny
+output_dir: {out}
+base:
+  model: tiny-random
+  steps: 3
+  batch_size: 8
+  train_max_groups: 120
+  max_groups: 10
+  eval_languages: [en, de, th]
+  query_max_length: 24
+  passage_max_length: 32
+  save_model: false
+runs:
+  baseline: {{steps: 0}}
+  cross: {{ratio_mono: 0.0, ratio_cross: 1.0}}
+  broken: {{ratio_mono: 1.0, ratio_cross: 0.0, batch_size: 400}}   # more than the 120 groups: fails at run time
+"""
+
+
+@pytest.mark.slow
+def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkeypatch):
+    monkeypatch.delenv("HYBRIDLIB_PARAMS_OVERRIDE", raising=False)
+    out = tmp_path / "sweep"
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(SWEEP.format(out=out))
+
+    summary = run_sweep(spec)
+    assert set(summary.attrs["failures"]) == {"broken"}
+    assert "exceeds the 120 groups" in summary.attrs["failures"]["broken"]
+    assert str(out / "broken" / "02_train.ipynb") in summary.attrs["failures"]["broken"]
+    for run in ("baseline", "cross"):
+        metrics = json.loads((out / run / "metrics.json").read_text())
+        assert metrics["params"]["run_name"] == run
+        assert set(metrics["benchmarks"]["xquad-r"]["per_language"]) == {"de", "en", "th"}
+        assert 0 < metrics["benchmarks"]["xquad-r"]["map"]["multi"] <= 1
+        executed = nbformat.read(out / run / "02_train.ipynb", as_version=4)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    assert json.loads((out / "cross" / "metrics.json").read_text())["training"]["batch_kinds"] == {"cross": 3}
+    assert not (out / "broken" / "metrics.json").exists()
+    for notebook in ("03_evaluation.ipynb", "04_bias_analysis.ipynb"):
+        assert (out / notebook).exists()
+    assert summary.loc["baseline", "status"].startswith("ok")
+
+    # a second run reruns only what failed or is missing
+    summary = run_sweep(spec)
+    status = json.loads((out / "sweep.json").read_text())["status"]
+    assert status["baseline"]["status"].startswith("skipped") and status["cross"]["status"].startswith("skipped")
+    assert status["broken"]["status"] == "FAILED"
+
+
+def test_sweep_file_errors_come_before_any_work(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("runs:\n  a: {ratio_mono: 0.7, ratio_cros: 0.3}\n")
+    assert main([str(spec)]) == 2
+    assert "unknown parameter 'ratio_cros'; did you mean 'ratio_cross'" in capsys.readouterr().err
+    spec.write_text("runz: {}\n")
+    with pytest.raises(ParameterError, match=r"unknown sweep keys \['runz'\]"):
+        load_sweep(spec)
+
+
+def test_shipped_sweep_files_resolve():
+    """Every sweep file in params/ must pass validation (a dry run runs nothing)."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parents[1] / "params").glob("*.yaml"))
+    sweeps = [f for f in files if "runs:" in f.read_text()]
+    assert sweeps, "params/ holds no sweep file"
+    for path in sweeps:
+        run_sweep(path, dry_run=True)

@@ -1,0 +1,178 @@
+"""Smoke-train the tiny model on real MLQA-R pairs; schedule, optimizer groups and failure modes."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from hybridlib.data import load_benchmark, pairs_from_benchmark
+from hybridlib.loss import LossOutput
+from hybridlib.model import tiny_model
+from hybridlib.sampler import HybridBatchSampler
+from hybridlib.train import make_optimizer, make_scheduler, resolve_warmup_steps, train
+
+STEPS = 25
+WARMUP = 3
+LR = 3e-3  # high: the tiny model is randomly initialised
+RATIOS = {"mono": 0.34, "cross": 0.33, "multi": 0.33}
+FIELDS = {
+    "step", "kind", "batch_size", "kinds", "query_langs", "passage_langs", "loss", "accuracy",
+    "positive_similarity", "negative_similarity", "temperature", "lr", "grad_norm", "seconds",
+    "pairs_per_second",
+}
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return pairs_from_benchmark(load_benchmark("mlqa-r", max_groups=200))
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    return tiny_model()  # built once (several seconds); tests train deep copies of it
+
+
+@pytest.fixture
+def fresh_model(base_model):
+    return lambda: copy.deepcopy(base_model)
+
+
+def make_sampler(pairs, seed=0):
+    return HybridBatchSampler(pairs, batch_size=16, ratios=RATIOS, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def run(pairs, base_model, tmp_path_factory):
+    """One short fine-tuning run shared by the tests below."""
+    log_path = tmp_path_factory.mktemp("train") / "steps.jsonl"
+    model = copy.deepcopy(base_model)
+    calls = []
+    records = train(
+        model, make_sampler(pairs), steps=STEPS, lr=LR, warmup_steps=WARMUP, log_path=log_path,
+        progress=False, callback=lambda step, record: calls.append((step, record)),
+    )
+    return {"model": model, "records": records, "log_path": log_path, "calls": calls}
+
+
+def test_loss_falls(run):
+    losses = [r["loss"] for r in run["records"]]
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.9 * first, losses  # typically ~0.75 on this data
+
+
+def test_jsonl_log_has_one_valid_line_per_step(run):
+    lines = run["log_path"].read_text(encoding="utf-8").splitlines()
+    assert len(lines) == STEPS
+    logged = [json.loads(line) for line in lines]
+    assert logged == run["records"]
+    assert [r["step"] for r in logged] == list(range(1, STEPS + 1))
+    kinds_seen = set()
+    for r in logged:
+        assert set(r) == FIELDS
+        assert r["batch_size"] == 16
+        assert sum(r["kinds"].values()) == 16
+        assert sum(r["query_langs"].values()) == sum(r["passage_langs"].values()) == 16
+        assert r["kind"] in set(r["kinds"]) | {"mixed"}
+        kinds_seen.add(r["kind"])
+        for key in ("loss", "grad_norm", "seconds", "pairs_per_second"):
+            assert math.isfinite(r[key]) and r[key] > 0
+        assert 0.0 <= r["accuracy"] <= 1.0
+        assert -1.0 <= r["negative_similarity"] <= 1.0 and -1.0 <= r["positive_similarity"] <= 1.0
+        assert r["temperature"] == pytest.approx(0.05)
+        assert r["pairs_per_second"] == pytest.approx(16 / r["seconds"])
+        if r["kind"] == "mono":
+            assert len(r["query_langs"]) == 1 and r["query_langs"] == r["passage_langs"]
+    assert kinds_seen <= {"mono", "cross", "multi"} and len(kinds_seen) >= 2
+
+
+def test_logged_lr_follows_warmup_then_linear_decay(run):
+    lrs = [r["lr"] for r in run["records"]]
+    expected = [LR * i / WARMUP if i < WARMUP else LR * (STEPS - i) / (STEPS - WARMUP) for i in range(STEPS)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_callback_and_eval_mode(run):
+    assert [step for step, _ in run["calls"]] == list(range(1, STEPS + 1))
+    assert [record for _, record in run["calls"]] == run["records"]
+    assert not run["model"].training
+
+
+def test_same_seed_same_run_and_learnable_temperature(pairs, fresh_model):
+    def short_run(seed):
+        return train(fresh_model(), make_sampler(pairs), steps=2, lr=1e-2, learnable_temperature=True,
+                     progress=False, seed=seed)
+
+    a, b = short_run(0), short_run(0)
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-5)
+    # the temperature is trained: it moves away from its initial value
+    assert a[0]["temperature"] == pytest.approx(0.05)
+    assert abs(a[-1]["temperature"] - 0.05) > 1e-4
+
+
+def test_schedule_values():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    scheduler = make_scheduler(optimizer, steps=10, warmup_steps=0.3)  # fraction -> 3 warmup steps
+    lrs = []
+    for _ in range(10):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.0, 0.1 / 3, 0.2 / 3, 0.1] + [0.1 * (10 - i) / 7 for i in range(4, 10)])
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0)  # decayed to 0 after the last step
+
+
+def test_warmup_resolution():
+    assert resolve_warmup_steps(0, 100) == 0
+    assert resolve_warmup_steps(7, 100) == 7
+    assert resolve_warmup_steps(0.1, 100) == 10
+    for bad in (1.0, -0.1, -1):
+        with pytest.raises(ValueError):
+            resolve_warmup_steps(bad, 100)
+    with pytest.raises(TypeError):
+        resolve_warmup_steps("10", 100)
+
+
+def test_no_weight_decay_on_biases_and_layernorm():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    extra = torch.nn.Module()
+    extra.logit_scale = torch.nn.Parameter(torch.tensor(3.0))
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.01, extra_modules=[extra])
+    by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    assert by_decay[0.01] == {id(model[0].weight), id(model[2].weight)}
+    assert by_decay[0.0] == {id(model[0].bias), id(model[1].weight), id(model[1].bias), id(model[2].bias),
+                             id(extra.logit_scale)}
+
+
+def test_nan_loss_raises_naming_the_step(pairs, fresh_model, tmp_path):
+    calls = []
+
+    def nan_on_third_call(q, p):
+        calls.append(1)
+        loss = (q * p).sum() * (math.nan if len(calls) == 3 else 1.0)
+        return LossOutput(loss=loss, accuracy=0.0, positive_similarity=0.0, negative_similarity=0.0,
+                          temperature=1.0)
+
+    model = fresh_model()
+    log_path = tmp_path / "steps.jsonl"
+    with pytest.raises(FloatingPointError, match="step 3"):
+        train(model, make_sampler(pairs), steps=5, loss_fn=nan_on_third_call, log_path=log_path,
+              progress=False)
+    assert len(log_path.read_text().splitlines()) == 2  # the steps before the failure were kept
+    assert not model.training
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_tracks_full_precision(pairs, fresh_model, run, precision):
+    # same lr for the first steps as the shared run (warmup does not depend on the total steps)
+    records = train(fresh_model(), make_sampler(pairs), steps=2, lr=LR, warmup_steps=WARMUP,
+                    mixed_precision=precision, progress=False)
+    for mixed, full in zip(records, run["records"][:2]):
+        assert mixed["loss"] == pytest.approx(full["loss"], rel=1e-2)
+        assert mixed["grad_norm"] == pytest.approx(full["grad_norm"], rel=5e-2)
+
+
+def test_rejects_unknown_mixed_precision(pairs, base_model):
+    with pytest.raises(ValueError, match="mixed_precision"):
+        train(base_model, make_sampler(pairs), steps=1, mixed_precision="fp8", progress=False)
