@@ -19,8 +19,10 @@ $(VENV)/.installed: pyproject.toml
 data: setup
 	$(PY) -c "from hybridlib.data import load_benchmark as l; l('xquad-r'); l('mlqa-r')"
 
+# Unit and integration tests, then every notebook through nbval in the cheap CI profile (params/ci.yaml).
 test: setup
-	$(PY) -m pytest -q tests
+	rm -rf .cache/ci-runs  # the CI profile's run folder: always a fresh run
+	HYBRIDLIB_PARAMS_OVERRIDE=params/ci.yaml $(PY) -m pytest -q --nbval-lax --durations=10 tests notebooks
 
 demo: setup
 	$(PY) -m hybridlib.sweep $(SWEEP)

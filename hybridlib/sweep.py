@@ -35,8 +35,8 @@ ANALYSIS_NOTEBOOKS = ("03_evaluation.ipynb", "04_bias_analysis.ipynb")
 _SWEEP_KEYS = {"sweep", "output_dir", "extends", "base", "runs"}
 
 
-def load_sweep(path: str | Path) -> tuple[str, Path, dict[str, dict]]:
-    """Name, output folder and per-run parameter overrides (before defaults) of a sweep file."""
+def load_sweep(path: str | Path) -> tuple[str, Path, dict[str, dict], dict]:
+    """Name, output folder, per-run parameter overrides (before defaults) and the shared part of a sweep file."""
     path = Path(path)
     spec = load_yaml(path)
     unknown = sorted(set(spec) - _SWEEP_KEYS)
@@ -51,7 +51,7 @@ def load_sweep(path: str | Path) -> tuple[str, Path, dict[str, dict]]:
     runs = {}
     for run_name, overrides in spec["runs"].items():
         runs[str(run_name)] = {**shared, **(overrides or {}), "run_name": str(run_name), "output_dir": str(output_dir)}
-    return name, output_dir, runs
+    return name, output_dir, runs, shared
 
 
 def _finished_with(folder: Path, params: dict) -> bool:
@@ -64,7 +64,7 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
     import papermill
 
     root = find_project_root()
-    name, output_dir, runs = load_sweep(path)
+    name, output_dir, runs, shared = load_sweep(path)
     if only:
         missing = sorted(set(only) - set(runs))
         if missing:
@@ -80,7 +80,8 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
             status[run] = ("skipped (finished, same parameters)", None)
             print(f"[{index}/{len(runs)}] {run}: already finished with these parameters, skipped", flush=True)
             continue
-        print(f"[{index}/{len(runs)}] {run}: {json.dumps({k: v for k, v in overrides.items() if k not in ('run_name', 'output_dir')})}", flush=True)
+        own = {k: v for k, v in overrides.items() if k not in ("run_name", "output_dir") and shared.get(k, None) != v}
+        print(f"[{index}/{len(runs)}] {run}: {json.dumps(own)}", flush=True)
         if dry_run:
             status[run] = ("dry run", None)
             continue

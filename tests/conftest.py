@@ -50,3 +50,9 @@ def xquad(data_dir):
     from hybridlib.data import load_benchmark
 
     return load_benchmark("xquad-r", data_dir=data_dir)
+
+
+@pytest.fixture(autouse=True)
+def _no_notebook_profile(monkeypatch):
+    """HYBRIDLIB_PARAMS_OVERRIDE selects the notebooks' CI profile; library tests must not see it."""
+    monkeypatch.delenv("HYBRIDLIB_PARAMS_OVERRIDE", raising=False)
