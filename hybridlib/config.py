@@ -53,10 +53,12 @@ DEFAULTS: dict = {
     "max_groups": 300,  # evaluation: first N question groups (None: the whole benchmark)
     "eval_batch_size": 64,
     "save_model": True,  # write the fine-tuned model into the run folder (never committed)
+    "checkpoint_every": 50,  # save the training state every N steps (0: never); a restarted run resumes
 }
 
-# Keys that name where a run goes rather than what it computes.
-LOCATION_KEYS = ("run_name", "output_dir")
+# Keys that say where a run goes or how it is kept, not what it computes: two runs that differ only in
+# these are the same experiment (a rerun may change them without being refused or repeated).
+BOOKKEEPING_KEYS = ("run_name", "output_dir", "checkpoint_every", "save_model")
 
 _OPTIONAL_INT = ("train_max_groups", "max_groups")
 _OPTIONAL_LIST = ("train_languages", "eval_languages")
@@ -172,6 +174,8 @@ def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> 
                              f"{params['weight_decay']} and {params['max_grad_norm']}")
     if params["warmup"] < 0 or (params["warmup"] >= 1 and params["warmup"] != int(params["warmup"])):
         raise ParameterError(f"warmup={params['warmup']}: a fraction in [0, 1) or a whole number of steps")
+    if params["checkpoint_every"] < 0:
+        raise ParameterError(f"checkpoint_every={params['checkpoint_every']}: must be 0 (never) or a number of steps")
     for key in ("query_max_length", "passage_max_length", "eval_batch_size"):
         if params[key] < 1:
             raise ParameterError(f"{key}={params[key]}: must be a positive integer")
@@ -188,6 +192,12 @@ def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> 
         raise ParameterError(f"model={model!r}: this local path does not exist; give an existing folder or a "
                              "Hugging Face name such as 'xlm-roberta-base'")
     return params
+
+
+def differing_params(old: dict, new: dict) -> dict:
+    """Result-relevant keys whose values differ: {key: (old, new)}."""
+    keys = (set(old) | set(new)) - set(BOOKKEEPING_KEYS)
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}
 
 
 def ratios_of(params: dict) -> dict[str, float]:

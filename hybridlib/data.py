@@ -124,6 +124,8 @@ def resolve_files(name: str, languages: list[str], data_dir: str | Path | None =
     for lang in languages:
         path = folder / name / f"{lang}.json"
         expected = spec["sha256"][lang]
+        if not local and path.exists() and sha256_of(path) != expected:
+            path.unlink()  # a damaged cached copy (ours to manage): fetch it again below
         if not path.exists():
             if local:
                 raise FileNotFoundError(
@@ -142,8 +144,8 @@ def resolve_files(name: str, languages: list[str], data_dir: str | Path | None =
                 ) from err
         got = sha256_of(path)
         if got != expected:
-            hint = "delete it to download again" if not local else "replace it with the pinned upstream file"
-            raise ValueError(f"{path} has sha256 {got}, expected {expected} (pinned); {hint}.")
+            raise ValueError(f"{path} has sha256 {got}, expected {expected} (pinned): the file is damaged or "
+                             "another version; replace it with the pinned upstream file.")
         files[lang] = path
     return files
 

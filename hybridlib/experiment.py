@@ -8,14 +8,22 @@ Everything a run writes lands in ``<output_dir>/<run_name>/``:
 - ``per_query-<benchmark>.csv.gz``   per-query scores in every setting (for bias analysis and bootstrap tests)
 - ``projection-<benchmark>.csv.gz``  a 2-D PCA projection of the candidate embeddings, for plots
 - ``model/``             the fine-tuned model (ignored by git)
+- ``checkpoint/``        the training state while a run is unfinished (ignored by git; removed at the end)
+- ``failure.json``       why a run stopped (e.g. a non-finite loss), when it did
+
+``run_experiment`` runs all of it in order (``python -m hybridlib.experiment PARAMS.yaml``); the training
+notebook calls the same functions one by one so that it can show each result.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
+import sys
 import time
+import traceback
 from importlib import metadata
 from pathlib import Path
 
@@ -23,12 +31,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import LOCATION_KEYS, ParameterError, ratios_of
+from .config import ParameterError, differing_params, load_yaml, ratios_of, resolve_params
 from .data import BENCHMARKS, Benchmark, load_benchmark, load_pairs, overlap_report, pairs_from_benchmark
 from .metrics import build_eval_index, per_query_scores, summarize_scores
 from .model import BiEncoder, load_model, tiny_model
 from .sampler import HybridBatchSampler
 from .search import same_language_share
+from .train import train
 
 TINY_MODEL = "tiny-random"  # a tiny random encoder with the real tokenizer: CI smoke runs only
 PACKAGES = ("hybridlib", "torch", "transformers", "datasets", "faiss-cpu", "numpy", "pandas", "papermill")
@@ -44,7 +53,7 @@ def prepare_run_folder(params: dict) -> Path:
     recorded = folder / "params.json"
     if recorded.exists():
         old = json.loads(recorded.read_text())
-        changed = {k: (old.get(k), params[k]) for k in params if k not in LOCATION_KEYS and old.get(k) != params[k]}
+        changed = differing_params(old, params)
         if changed:
             raise ParameterError(
                 f"{folder} already holds a run with other parameters (old, new): {changed}. "
@@ -98,6 +107,40 @@ def build_model(params: dict) -> BiEncoder:
         # the 250k-row table dominates optimizer time on CPU; its rows for untrained languages never move
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
     return model.to(pick_device(params["device"]))
+
+
+def train_run(params: dict, model: BiEncoder, sampler: HybridBatchSampler, folder: Path,
+              progress: bool = True) -> list[dict]:
+    """Fine-tune as ``params`` say, checkpointing into ``folder/checkpoint`` and resuming from it.
+
+    A failure (a non-finite loss, say) is recorded in ``folder/failure.json`` before it propagates; the last
+    good checkpoint stays in place.
+    """
+    if params["steps"] == 0:
+        return []
+    (folder / "failure.json").unlink(missing_ok=True)
+    resumed_at = _checkpoint_step(folder)
+    if resumed_at is not None:
+        print(f"resuming from the checkpoint at step {resumed_at} of {params['steps']}", flush=True)
+    try:
+        return train(
+            model, sampler, steps=params["steps"], lr=params["learning_rate"], weight_decay=params["weight_decay"],
+            warmup_steps=params["warmup"], max_grad_norm=params["max_grad_norm"], temperature=params["temperature"],
+            learnable_temperature=params["learnable_temperature"], symmetric=params["symmetric_loss"],
+            mixed_precision=params["mixed_precision"], log_path=folder / "steps.jsonl", progress=progress,
+            seed=params["seed"], checkpoint_dir=folder / "checkpoint", checkpoint_every=params["checkpoint_every"],
+        )
+    except Exception as err:
+        (folder / "failure.json").write_text(json.dumps({
+            "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
+            "last_checkpoint_step": _checkpoint_step(folder)}, indent=1) + "\n")
+        raise
+
+
+def _checkpoint_step(folder: Path) -> int | None:
+    from .checkpoint import checkpoint_step
+
+    return checkpoint_step(folder / "checkpoint")
 
 
 def evaluate_model(model: BiEncoder, benchmark: Benchmark, batch_size: int = 64, progress: bool = True) -> dict:
@@ -179,12 +222,11 @@ def summarize_training(log: list[dict]) -> dict:
         "first_loss": log[0]["loss"],
         "final_loss_mean_last_10pct": float(np.mean([r["loss"] for r in tail])),
         "final_accuracy_mean_last_10pct": float(np.mean([r["accuracy"] for r in tail])),
-        "pairs_per_second": float(np.mean([r["pairs_per_second"] for r in log])),
     }
 
 
 def write_metrics(folder: Path, params: dict, evaluations: dict[str, dict], timings: dict,
-                  training: dict, overlap: dict | None = None) -> Path:
+                  log: list[dict], overlap: dict | None = None) -> Path:
     """Write ``metrics.json`` and the per-benchmark tables. Written last: its presence means the run finished.
 
     metrics.json keys: run_name, params (resolved), environment (git commit, versions), timings (seconds),
@@ -198,8 +240,9 @@ def write_metrics(folder: Path, params: dict, evaluations: dict[str, dict], timi
         "run_name": params["run_name"],
         "params": params,
         "environment": environment_info(),
-        "timings": {**timings, **{f"{name}_{k}": v for name, r in evaluations.items() for k, v in r["timings"].items()}},
-        "training": training,
+        "timings": {**timings, **{f"{name}_{k}": v for name, r in evaluations.items() for k, v in r["timings"].items()},
+                    "train_pairs_per_second": float(np.mean([r["pairs_per_second"] for r in log])) if log else None},
+        "training": summarize_training(log),
         "overlap": overlap or {},
         "benchmarks": {name: result["metrics"] for name, result in evaluations.items()},
     }
@@ -212,3 +255,52 @@ def write_metrics(folder: Path, params: dict, evaluations: dict[str, dict], timi
 
 def check_overlap(pairs, benchmarks: dict[str, Benchmark]) -> dict:
     return {name: overlap_report(pairs, bench) for name, bench in benchmarks.items()}
+
+
+def finish_run(folder: Path, params: dict, model: BiEncoder) -> None:
+    """Save the model if asked, then drop the training checkpoint (the run is complete)."""
+    if params["save_model"] and params["steps"] > 0:
+        model.save(folder / "model")
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+
+
+def run_experiment(params: dict, progress: bool = True) -> Path:
+    """A whole run, the same steps as notebooks/02_train.ipynb: returns the path of its metrics.json."""
+    timings = {}
+    t0 = time.perf_counter()
+    folder = prepare_run_folder(params)
+    pairs = training_pairs(params)
+    sampler = make_sampler(params, pairs)
+    benchmarks = evaluation_benchmarks(params)
+    overlap = check_overlap(pairs, benchmarks)
+    timings["data_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = build_model(params)
+    timings["model_load_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    log = train_run(params, model, sampler, folder, progress=progress)
+    timings["train_seconds"] = time.perf_counter() - t0
+    evaluations = {name: evaluate_model(model, bench, params["eval_batch_size"], progress=progress)
+                   for name, bench in benchmarks.items()}
+    path = write_metrics(folder, params, evaluations, timings, log, overlap)
+    finish_run(folder, params, model)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hybridlib.experiment PARAMS.yaml``: one run from a flat parameter file."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m hybridlib.experiment PARAMS.yaml", file=sys.stderr)
+        return 2
+    try:
+        params = resolve_params(load_yaml(argv[0]))
+    except (ParameterError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(run_experiment(params))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

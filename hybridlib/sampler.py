@@ -148,10 +148,13 @@ class HybridBatchSampler:
         for counts in self._kind_counts():
             if counts["mono"]:
                 sizes = {lang: len(gs) for lang, gs in zip(self.languages, self._groups_by_lang)}
-                if max(sizes.values()) < counts["mono"]:
+                small = {lang: n for lang, n in sizes.items() if n < counts["mono"]}
+                if small:
                     raise ValueError(
-                        f"a mono batch needs {counts['mono']} groups in one language, but the largest language "
-                        f"has {max(sizes.values())} ({sizes}); lower batch_size or the mono ratio"
+                        f"a mono batch needs {counts['mono']} groups of one language, but {small} "
+                        f"{'has' if len(small) == 1 else 'have'} fewer (groups per language: {sizes}); drop "
+                        f"{'that language' if len(small) == 1 else 'those languages'} (train_languages), or "
+                        "lower batch_size or the mono ratio"
                     )
             if counts["cross"]:
                 n_cross = sum(len(ls) > 1 for ls in self._langs_of_group)
@@ -177,9 +180,7 @@ class HybridBatchSampler:
 
     def _mono(self, n: int, used: set[int]) -> list[tuple[int, int, int]]:
         """``n`` pairs in one language: (group, query lang, passage lang)."""
-        big_enough = np.array([l for l, gs in enumerate(self._groups_by_lang)
-                               if len(np.setdiff1d(gs, list(used))) >= n])
-        lang = self._draw_lang(big_enough)
+        lang = self._draw_lang(np.arange(len(self.languages)))  # every language has >= n groups (checked)
         pairs = []
         for _ in range(n):
             g = self._draw_group(self._groups_by_lang[lang], used)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis import find_project_root, load_runs, scores_table
-from .config import ParameterError, load_yaml, resolve_params
+from .config import ParameterError, differing_params, load_yaml, resolve_params
 
 TRAIN_NOTEBOOK = "02_train.ipynb"
 ANALYSIS_NOTEBOOKS = ("03_evaluation.ipynb", "04_bias_analysis.ipynb")
@@ -56,7 +56,7 @@ def load_sweep(path: str | Path) -> tuple[str, Path, dict[str, dict], dict]:
 
 def _finished_with(folder: Path, params: dict) -> bool:
     metrics = folder / "metrics.json"
-    return metrics.exists() and json.loads(metrics.read_text()).get("params") == params
+    return metrics.exists() and not differing_params(json.loads(metrics.read_text())["params"], params)
 
 
 def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = False) -> pd.DataFrame:

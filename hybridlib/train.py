@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from hybridlib.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from hybridlib.loss import InfoNCELoss, LossOutput
 
 MIXED_PRECISION_MODES = ("auto", "bf16", "fp16", "no")
@@ -106,6 +107,8 @@ def train(
     progress: bool = True,
     seed: int = 0,
     callback: Callable[[int, dict], Any] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
 ) -> list[dict]:
     """Fine-tune ``model`` (a BiEncoder) for ``steps`` optimizer steps on batches from ``sampler``.
 
@@ -121,6 +124,10 @@ def train(
             GradScaler) or "no". Only the encoder runs under autocast; InfoNCELoss computes in fp32.
         log_path: JSONL file, one line per step, flushed every step (an interrupted run keeps it).
         callback: called as ``callback(step, record)`` after every step.
+        checkpoint_dir / checkpoint_every: save the whole training state every N steps and after the
+            last one; when ``checkpoint_dir`` already holds a checkpoint, continue from it (the step log
+            is cut back to the checkpoint's step and continued), giving the same steps as an
+            uninterrupted run.
 
     Returns:
         One dict per step (the lines of the JSONL log): step (1-based), kind, batch_size, kinds,
@@ -147,10 +154,17 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
-    batches = iter(sampler)
+    state = ([model, *loss_modules], optimizer, scheduler, scaler, sampler)
+    done = 0
     records: list[dict] = []
+    if checkpoint_dir is not None and checkpoint_step(checkpoint_dir) is not None:
+        done = load_checkpoint(checkpoint_dir, *state)
+        records = _read_log(log_path)[:done] if log_path is not None else []
+        if log_path is not None and len(records) < done:
+            raise ValueError(f"{log_path} has {len(records)} steps but the checkpoint is at step {done}")
+    batches = iter(sampler)
     log_file = None
-    bar = tqdm(total=steps, desc="train", disable=not progress)
+    bar = tqdm(total=steps, initial=done, desc="train", disable=not progress)
     model.train()
     for module in loss_modules:
         module.train()
@@ -158,7 +172,9 @@ def train(
         if log_path is not None:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
             log_file = open(log_path, "w", encoding="utf-8")
-        for step in range(1, steps + 1):
+            log_file.writelines(json.dumps(record) + "\n" for record in records)  # resumed: the kept steps
+            log_file.flush()
+        for step in range(done + 1, steps + 1):
             started = time.perf_counter()
             batch = next(batches)
             step_lr = scheduler.get_last_lr()[0]  # the lr this step's optimizer.step() uses
@@ -204,6 +220,8 @@ def train(
                 log_file.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{out.accuracy:.2f}")
+            if checkpoint_dir is not None and checkpoint_every and (step % checkpoint_every == 0 or step == steps):
+                save_checkpoint(checkpoint_dir, step, *state)
             if callback is not None:
                 callback(step, record)
     finally:
@@ -214,6 +232,13 @@ def train(
         for module in loss_modules:
             module.eval()
     return records
+
+
+def _read_log(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _device_of(model: nn.Module) -> torch.device:

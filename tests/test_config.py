@@ -60,5 +60,6 @@ def test_run_folder_with_other_parameters_is_refused(tmp_path):
     folder = experiment.prepare_run_folder(params)
     assert json.loads((folder / "params.json").read_text()) == params
     experiment.prepare_run_folder(params)  # same parameters: fine (a rerun)
+    experiment.prepare_run_folder({**params, "checkpoint_every": 7, "save_model": False})  # bookkeeping only
     with pytest.raises(ParameterError, match=r"already holds a run with other parameters.*'steps': \(100, 5\)"):
         experiment.prepare_run_folder({**params, "steps": 5})

@@ -135,9 +135,17 @@ def test_bad_arguments_are_clear_errors(mlqa_pairs, kwargs, message):
 
 def test_mono_infeasible_when_no_language_is_large_enough(mlqa_pairs):
     non_english = mlqa_pairs.filter(lambda row: row["lang"] != "en")  # largest language: 517 groups
-    with pytest.raises(ValueError, match="a mono batch needs 600 groups in one language"):
+    with pytest.raises(ValueError, match=r"a mono batch needs 600 groups of one language, but \{'ar': 517"):
         HybridBatchSampler(non_english, 600, {"mono": 1.0})
     HybridBatchSampler(non_english, 600, {"multi": 1.0})  # fine: multi mixes languages
+
+
+def test_mono_refuses_any_language_smaller_than_the_batch(mlqa_pairs):
+    """es has 500 MLQA-R groups (the next smallest, zh, 504): a mono ratio with batch 502 must name it, not silently skip it."""
+    with pytest.raises(ValueError, match=r"\{'es': 500\} has fewer.*drop that language \(train_languages\)"):
+        HybridBatchSampler(mlqa_pairs, 502, {"mono": 0.5, "cross": 0.5})
+    with pytest.raises(ValueError, match="'es': 500"):  # also when mono is only part of each batch
+        HybridBatchSampler(mlqa_pairs, 1010, {"mono": 0.5, "cross": 0.5}, mix="within_batch")
 
 
 def test_cross_needs_multilingual_groups(mlqa_pairs):

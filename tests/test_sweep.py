@@ -15,7 +15,6 @@ base:
   model: tiny-random
   steps: 3
   batch_size: 8
-  train_max_groups: 120
   max_groups: 10
   eval_languages: [en, de, th]
   query_max_length: 24
@@ -24,7 +23,7 @@ base:
 runs:
   baseline: {{steps: 0}}
   cross: {{ratio_mono: 0.0, ratio_cross: 1.0}}
-  broken: {{ratio_mono: 1.0, ratio_cross: 0.0, batch_size: 400}}   # more than the 120 groups: fails at run time
+  broken: {{ratio_mono: 1.0, ratio_cross: 0.0, batch_size: 2000}}   # more than the 1148 groups: fails at run time
 """
 
 
@@ -37,7 +36,7 @@ def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkey
 
     summary = run_sweep(spec)
     assert set(summary.attrs["failures"]) == {"broken"}
-    assert "exceeds the 120 groups" in summary.attrs["failures"]["broken"]
+    assert "exceeds the 1148 groups" in summary.attrs["failures"]["broken"]
     assert str(out / "broken" / "02_train.ipynb") in summary.attrs["failures"]["broken"]
     for run in ("baseline", "cross"):
         metrics = json.loads((out / run / "metrics.json").read_text())
