@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -66,6 +67,7 @@ _CHOICES = {"pooling": ("mean", "cls"), "mix": MIX_MODES, "language_weights": LA
             "mixed_precision": ("auto", "bf16", "fp16", "no")}
 
 OVERRIDE_ENV = "HYBRIDLIB_PARAMS_OVERRIDE"
+_YAML_SCIENTIFIC = re.compile(r"^[-+]?\d+(\.\d*)?[eE][-+]?\d+$")
 
 
 class ParameterError(ValueError):
@@ -103,6 +105,8 @@ def _check_type(key: str, value):
             raise ParameterError(f"{key}={value!r}: must be true or false, got {_type_name(value)}")
         return value
     if isinstance(default, float):
+        if isinstance(value, str) and _YAML_SCIENTIFIC.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 5e-4 (no dot) as text; the user meant a number
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ParameterError(f"{key}={value!r}: must be a finite number, got {_type_name(value)}")
         return float(value)

@@ -87,3 +87,12 @@ def projections(frames: dict[str, pd.DataFrame], columns: int = 3, sample: int =
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def save(fig, folder, name: str) -> None:
+    """Write ``fig`` as ``folder/name.png`` when a folder is given (the sweep passes one; interactive use need not)."""
+    if folder:
+        from pathlib import Path
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(folder) / f"{name}.png", dpi=110, bbox_inches="tight")

@@ -70,9 +70,15 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
         if missing:
             raise ParameterError(f"--only names unknown runs {missing}; the sweep has {sorted(runs)}")
         runs = {k: v for k, v in runs.items() if k in only}
-    resolved = {run: resolve_params(overrides) for run, overrides in runs.items()}  # all checked up front
+    resolved = {}
+    for run, overrides in runs.items():  # every point checked before the first one runs
+        try:
+            resolved[run] = resolve_params(overrides)
+        except ParameterError as err:
+            raise ParameterError(f"{path}, run {run!r}: {err}") from None
     output_dir = root / output_dir
     started = time.perf_counter()
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     status = {}
     for index, (run, overrides) in enumerate(runs.items(), 1):
         folder = output_dir / run
@@ -100,7 +106,8 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
         for notebook in ANALYSIS_NOTEBOOKS:
             try:
                 papermill.execute_notebook(str(root / "notebooks" / notebook), str(output_dir / notebook),
-                                           parameters={"sweep_dir": _display_path(output_dir, root)},
+                                           parameters={"sweep_dir": _display_path(output_dir, root),
+                                                       "figures_dir": _display_path(output_dir / "figures", root)},
                                            cwd=str(root), kernel_name="python3", progress_bar=False)
             except Exception as err:
                 status[notebook] = ("FAILED", f"{type(err).__name__} -> {output_dir / notebook}")
@@ -108,9 +115,7 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
     elapsed = time.perf_counter() - started
     summary = _summary(output_dir, status)
     if not dry_run:
-        (output_dir / "sweep.json").write_text(json.dumps(
-            {"sweep": name, "file": str(Path(path)), "wall_seconds": round(elapsed, 1),
-             "status": {k: {"status": s, "error": e} for k, (s, e) in status.items()}}, indent=1) + "\n")
+        _record_invocation(output_dir / "sweep.json", name, path, started_at, elapsed, status)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
         print(f"\nsweep {name!r}: {len(runs)} points in {elapsed / 60:.1f} min -> {output_dir}\n")
         print(summary.to_string())
@@ -121,6 +126,16 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
         for run, error in failures.items():
             print(f"  {run}: {error}")
     return summary
+
+
+def _record_invocation(path: Path, name: str, sweep_file, started_at: str, elapsed: float, status: dict) -> None:
+    """Append this invocation (start, wall time, each point's status) to the sweep's history file."""
+    history = json.loads(path.read_text()) if path.exists() else {"sweep": name, "invocations": []}
+    history["invocations"].append({
+        "file": str(sweep_file), "started": started_at, "wall_seconds": round(elapsed, 1),
+        "status": {k: {"status": s, "error": e} for k, (s, e) in status.items()},
+    })
+    path.write_text(json.dumps(history, indent=1) + "\n")
 
 
 def _display_path(path: Path, root: Path) -> str:

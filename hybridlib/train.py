@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from hybridlib.cached_loss import cached_contrastive_backward
 from hybridlib.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from hybridlib.loss import InfoNCELoss, LossOutput
 
@@ -109,12 +110,14 @@ def train(
     callback: Callable[[int, dict], Any] | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
+    cache_chunk_size: int | None = None,
 ) -> list[dict]:
     """Fine-tune ``model`` (a BiEncoder) for ``steps`` optimizer steps on batches from ``sampler``.
 
     Each step: next batch -> ``model.embed`` of queries and passages -> ``loss_fn`` -> backward ->
     gradient clipping at ``max_grad_norm`` (``None`` or 0: no clipping, norm still logged) ->
     AdamW step -> schedule step (linear warmup, then linear decay to 0).
+    With ``cache_chunk_size`` the embed/loss/backward part is done by GradCache instead (see below).
 
     Args:
         loss_fn: defaults to ``InfoNCELoss(temperature, learnable_temperature, symmetric)``; when
@@ -128,6 +131,14 @@ def train(
             last one; when ``checkpoint_dir`` already holds a checkpoint, continue from it (the step log
             is cut back to the checkpoint's step and continued), giving the same steps as an
             uninterrupted run.
+        cache_chunk_size: run the encoder on at most this many texts at a time with GradCache
+            (``hybridlib.cached_loss``): embed all chunks without autograd, compute the loss on the
+            whole batch and its gradient with respect to the embeddings, then re-embed each chunk with
+            its dropout replayed and backpropagate that gradient. The loss and gradients are those of
+            the whole batch (in-batch negatives included), with the activation memory of one chunk and
+            a second forward pass as the price. ``None``: one forward pass over the whole batch.
+            With dropout active the masks are drawn per chunk, so the random draws (not the
+            distribution) differ from a run without it.
 
     Returns:
         One dict per step (the lines of the JSONL log): step (1-based), kind, batch_size, kinds,
@@ -141,6 +152,10 @@ def train(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if cache_chunk_size is not None and (
+        isinstance(cache_chunk_size, bool) or not isinstance(cache_chunk_size, int) or cache_chunk_size < 1
+    ):
+        raise ValueError(f"cache_chunk_size must be None or an int >= 1, got {cache_chunk_size!r}")
     torch.manual_seed(seed)
     device = _device_of(model)
     precision = resolve_mixed_precision(mixed_precision, device)
@@ -179,16 +194,24 @@ def train(
             batch = next(batches)
             step_lr = scheduler.get_last_lr()[0]  # the lr this step's optimizer.step() uses
 
-            with _autocast(device, autocast_dtype):
-                q = model.embed(batch.queries, "query")
-                p = model.embed(batch.passages, "passage")
-            out = loss_fn(q, p)
-            loss_value = out.loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"non-finite loss ({loss_value}) at step {step} of {steps}")
+            if cache_chunk_size is None:
+                with _autocast(device, autocast_dtype):
+                    q = model.embed(batch.queries, "query")
+                    p = model.embed(batch.passages, "passage")
+                out = loss_fn(q, p)
+                loss_value = _finite_loss(out, step, steps)
 
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out.loss).backward()
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(out.loss).backward()
+            else:
+                optimizer.zero_grad(set_to_none=True)  # GradCache accumulates into .grad
+                out = cached_contrastive_backward(
+                    model, batch.queries, batch.passages, loss_fn, cache_chunk_size,
+                    forward_context=lambda: _autocast(device, autocast_dtype),
+                    scale_loss=scaler.scale,
+                    check_loss=lambda result: _finite_loss(result, step, steps),  # before any backward
+                )
+                loss_value = out.loss.item()
             scaler.unscale_(optimizer)  # clip (and log) the true gradient norm under fp16
             clip_at = max_grad_norm if max_grad_norm else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_at))
@@ -232,6 +255,14 @@ def train(
         for module in loss_modules:
             module.eval()
     return records
+
+
+def _finite_loss(out: LossOutput, step: int, steps: int) -> float:
+    """The loss as a float; raises FloatingPointError (naming the step) if it is NaN or infinite."""
+    loss_value = out.loss.item()
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(f"non-finite loss ({loss_value}) at step {step} of {steps}")
+    return loss_value
 
 
 def _read_log(path: str | Path) -> list[dict]:

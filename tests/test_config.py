@@ -46,6 +46,18 @@ def test_bad_parameters_name_key_value_and_fix(overrides, message):
         resolve_params(overrides, apply_env=False)
 
 
+def test_yaml_scientific_notation_without_dot_is_read_as_a_number():
+    # YAML 1.1 (PyYAML) loads `learning_rate: 5e-5` as the string "5e-5"
+    import yaml
+
+    loaded = yaml.safe_load("learning_rate: 5e-5\ntemperature: 2e-2")
+    assert isinstance(loaded["learning_rate"], str)
+    params = resolve_params(loaded, apply_env=False)
+    assert params["learning_rate"] == 5e-5 and params["temperature"] == 0.02
+    with pytest.raises(ParameterError, match="must be a finite number, got str"):
+        resolve_params({"learning_rate": "fast"}, apply_env=False)
+
+
 def test_override_file_from_environment_wins(tmp_path, monkeypatch):
     override = tmp_path / "o.yaml"
     override.write_text("steps: 3\nbatch_size: 4\n")

@@ -49,11 +49,14 @@ def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkey
     assert not (out / "broken" / "metrics.json").exists()
     for notebook in ("03_evaluation.ipynb", "04_bias_analysis.ipynb"):
         assert (out / notebook).exists()
+    assert (out / "figures" / "map_vs_ratio-xquad-r.png").stat().st_size > 10_000
     assert summary.loc["baseline", "status"].startswith("ok")
 
     # a second run reruns only what failed or is missing
     summary = run_sweep(spec)
-    status = json.loads((out / "sweep.json").read_text())["status"]
+    history = json.loads((out / "sweep.json").read_text())["invocations"]
+    assert len(history) == 2 and history[0]["status"]["baseline"]["status"].startswith("ok")
+    status = history[-1]["status"]
     assert status["baseline"]["status"].startswith("skipped") and status["cross"]["status"].startswith("skipped")
     assert status["broken"]["status"] == "FAILED"
 
@@ -62,7 +65,7 @@ def test_sweep_file_errors_come_before_any_work(tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
     spec.write_text("runs:\n  a: {ratio_mono: 0.7, ratio_cros: 0.3}\n")
     assert main([str(spec)]) == 2
-    assert "unknown parameter 'ratio_cros'; did you mean 'ratio_cross'" in capsys.readouterr().err
+    assert "run 'a': unknown parameter 'ratio_cros'; did you mean 'ratio_cross'" in capsys.readouterr().err
     spec.write_text("runz: {}\n")
     with pytest.raises(ParameterError, match=r"unknown sweep keys \['runz'\]"):
         load_sweep(spec)
