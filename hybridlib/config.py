@@ -46,6 +46,7 @@ DEFAULTS: dict = {
     "learnable_temperature": False,
     "freeze_embeddings": False,  # keep the token embedding table fixed (faster on CPU; unseen languages keep theirs)
     "symmetric_loss": False,  # add the passage -> query InfoNCE term
+    "cache_chunk_size": None,  # GradCache: embed in chunks of N texts so batches beyond GPU memory fit (None: off)
     "mixed_precision": "auto",  # "auto" (bf16 on GPU), "bf16", "fp16", "no"
     "device": "auto",  # "auto", "cpu", "cuda", "cuda:1", ...
     "seed": 0,
@@ -61,7 +62,7 @@ DEFAULTS: dict = {
 # these are the same experiment (a rerun may change them without being refused or repeated).
 BOOKKEEPING_KEYS = ("run_name", "output_dir", "checkpoint_every", "save_model")
 
-_OPTIONAL_INT = ("train_max_groups", "max_groups")
+_OPTIONAL_INT = ("train_max_groups", "max_groups", "cache_chunk_size")
 _OPTIONAL_LIST = ("train_languages", "eval_languages")
 _CHOICES = {"pooling": ("mean", "cls"), "mix": MIX_MODES, "language_weights": LANGUAGE_WEIGHTS,
             "mixed_precision": ("auto", "bf16", "fp16", "no")}

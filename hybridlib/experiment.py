@@ -129,6 +129,7 @@ def train_run(params: dict, model: BiEncoder, sampler: HybridBatchSampler, folde
             learnable_temperature=params["learnable_temperature"], symmetric=params["symmetric_loss"],
             mixed_precision=params["mixed_precision"], log_path=folder / "steps.jsonl", progress=progress,
             seed=params["seed"], checkpoint_dir=folder / "checkpoint", checkpoint_every=params["checkpoint_every"],
+            cache_chunk_size=params["cache_chunk_size"],
         )
     except Exception as err:
         (folder / "failure.json").write_text(json.dumps({
