@@ -1,0 +1,1 @@
+"""Benchmarks (run as scripts, e.g. ``python bench/speed.py``); not part of the installed package."""
