@@ -8,6 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from .metrics import METRICS, SETTINGS
+from .stats import bootstrap_ci, paired_test
+
+# (metric, setting) pairs that get a bootstrap interval in the evaluation notebook
+INTERVAL_METRICS = [("map", "mono"), ("map", "cross"), ("map", "multi"), ("map@20", "multi"),
+                    ("recall@10", "multi"), ("rank_distance", "multi"), ("top10_same_language", "multi")]
 
 # Reference paper (arXiv 2408.10536), XLM-R fine-tuned on their in-house data, macro mAP.
 # THEIR numbers, not ours: different model size, data and scale; shown for orientation only.
@@ -42,6 +47,7 @@ def load_runs(sweep_dir: str | Path) -> list[dict]:
     for path in sorted(sweep_dir.glob("*/metrics.json")):
         record = json.loads(path.read_text())
         record["path"] = path.parent
+        record["point"] = record["params"].get("point") or record["run_name"]  # seeds of one point share it
         runs.append(record)
     if not runs:
         raise FileNotFoundError(f"no finished run (*/metrics.json) in {sweep_dir}")
@@ -61,7 +67,7 @@ def scores_table(runs: list[dict], benchmark: str) -> pd.DataFrame:
         if benchmark not in run["benchmarks"]:
             continue
         params, result = run["params"], run["benchmarks"][benchmark]
-        row = {"run": run["run_name"], "label": run_label(params), "steps": params["steps"], "seed": params["seed"],
+        row = {"run": run["run_name"], "point": run["point"], "label": run_label(params), "steps": params["steps"], "seed": params["seed"],
                "mix": params["mix"], **{f"ratio_{k}": params[f"ratio_{k}"] for k in SETTINGS}}
         for metric in METRICS:
             for setting in SETTINGS:
@@ -81,11 +87,12 @@ def per_language_table(runs: list[dict], benchmark: str, metric: str = "map") ->
         if result is None:
             continue
         for lang, values in result["per_language"].items():
+            key = (run["run_name"], run["point"], lang)
             for setting in SETTINGS:
-                rows.append((run["run_name"], lang, setting, values[metric][setting]))
-            rows.append((run["run_name"], lang, "rank_distance", values["rank_distance"]))
-            rows.append((run["run_name"], lang, "top10_same_language", values.get("top10_same_language")))
-    return pd.DataFrame(rows, columns=["run", "lang", "setting", "value"])
+                rows.append((*key, setting, values[metric][setting]))
+            rows.append((*key, "rank_distance", values["rank_distance"]))
+            rows.append((*key, "top10_same_language", values.get("top10_same_language")))
+    return pd.DataFrame(rows, columns=["run", "point", "lang", "setting", "value"])
 
 
 def pairs_matrix(run: dict, benchmark: str) -> pd.DataFrame:
@@ -101,3 +108,90 @@ def per_query(run: dict, benchmark: str) -> pd.DataFrame:
 
 def projection(run: dict, benchmark: str) -> pd.DataFrame:
     return pd.read_csv(Path(run["path"]) / f"projection-{benchmark}.csv.gz")
+
+
+def metric_key(metric: str, setting: str) -> str:
+    """Column name of a (metric, setting) pair in the tables: ``map_multi``; ``rank_distance`` as is."""
+    return metric if metric in ("rank_distance", "top10_same_language") else f"{metric}_{setting}"
+
+
+def runs_by_point(runs: list[dict], benchmark: str) -> dict[str, list[dict]]:
+    """The runs evaluated on ``benchmark``, grouped by sweep point (its seeds), in sweep order."""
+    points: dict[str, list[dict]] = {}
+    for run in runs:
+        if benchmark in run["benchmarks"]:
+            points.setdefault(run["point"], []).append(run)
+    return points
+
+
+def point_scores(runs: list[dict], benchmark: str, metrics=INTERVAL_METRICS, replicates: int = 2000) -> pd.DataFrame:
+    """One row per sweep point: seeds, ratios, and per metric its mean over seeds with a 95% bootstrap
+    interval (columns ``<key>``, ``<key>_low``, ``<key>_high``, ``<key>_seed_std``), resampling query groups
+    and seeds (``stats.bootstrap_ci``)."""
+    rows = []
+    for point, members in runs_by_point(runs, benchmark).items():
+        params = members[0]["params"]
+        tables = [per_query(run, benchmark) for run in members]
+        row = {"point": point, "label": run_label(params), "steps": params["steps"], "seeds": len(members),
+               **{f"ratio_{k}": params[f"ratio_{k}"] for k in SETTINGS}}
+        for metric, setting in metrics:
+            ci = bootstrap_ci(tables, metric, setting, replicates=replicates)
+            key = metric_key(metric, setting)
+            row.update({key: ci["mean"], f"{key}_low": ci["low"], f"{key}_high": ci["high"],
+                        f"{key}_seed_std": ci["seed_std"]})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("point")
+
+
+def with_intervals(points: pd.DataFrame, metrics=INTERVAL_METRICS, digits: int = 3) -> pd.DataFrame:
+    """The point table as text cells "mean [low, high]" for reading (one column per metric)."""
+    out = points[["label", "seeds"]].copy()
+    for metric, setting in metrics:
+        key = metric_key(metric, setting)
+        d = 1 if metric == "rank_distance" else digits
+        out[key] = [f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
+                    for m, lo, hi in zip(points[key], points[f"{key}_low"], points[f"{key}_high"])]
+    return out
+
+
+def paired_tests(runs: list[dict], benchmark: str, metric: str = "map", setting: str = "multi",
+                 permutations: int = 10000) -> pd.DataFrame:
+    """Every pair of sweep points (A before B in sweep order): A - B with a paired bootstrap interval and
+    the randomisation-test p-value over query groups (``stats.paired_test``), seeds averaged per point."""
+    points = runs_by_point(runs, benchmark)
+    tables = {point: [per_query(run, benchmark) for run in members] for point, members in points.items()}
+    names = list(tables)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            test = paired_test(tables[a], tables[b], metric, setting, permutations=permutations)
+            rows.append({"a": a, "b": b, **test})
+    columns = ["a", "b", "difference", "low", "high", "p_value", "groups", "permutations", "level"]
+    return pd.DataFrame(rows, columns=columns)  # empty (with its columns) for a single point
+
+
+def p_value_matrix(tests: pd.DataFrame) -> pd.DataFrame:
+    """Symmetric point x point matrix of the p-values of ``paired_tests``."""
+    names = list(dict.fromkeys([*tests["a"], *tests["b"]]))
+    matrix = pd.DataFrame(float("nan"), index=names, columns=names)
+    for row in tests.itertuples():
+        matrix.loc[row.a, row.b] = matrix.loc[row.b, row.a] = row.p_value
+    return matrix
+
+
+def mean_pairs_matrix(members: list[dict], benchmark: str) -> pd.DataFrame:
+    """Query x corpus language mAP averaged over the seeds of one point."""
+    return sum(pairs_matrix(run, benchmark) for run in members) / len(members)
+
+
+def holm(p_values) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error across all the pairwise tests shown)."""
+    p = pd.Series(list(p_values), dtype=float)
+    order = p.sort_values().index
+    m = len(p)
+    adjusted = pd.Series(index=p.index, dtype=float)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

@@ -21,6 +21,7 @@ from .sampler import KINDS, LANGUAGE_WEIGHTS, MIX_MODES
 # Every parameter of a run, with its default. Comments say what each one does.
 DEFAULTS: dict = {
     "run_name": "run",  # folder name of the run inside output_dir
+    "point": None,  # the sweep point this run belongs to (runs of one point differ by seed); None: run_name
     "output_dir": "outputs/scratch",  # the sweep folder; the run writes into output_dir/run_name
     "model": "multilingual-e5-small-q4",  # HF name or local path; "multilingual-e5-small-q4" is embedded
     "pooling": "mean",  # "mean" or "cls"
@@ -28,7 +29,7 @@ DEFAULTS: dict = {
     "passage_prefix": "passage: ",
     "query_max_length": 64,  # tokens
     "passage_max_length": 128,  # tokens
-    "train_source": "mlqa-r",  # a benchmark name (question -> gold sentence pairs) or a .jsonl/.parquet path
+    "train_source": "mlqa-r",  # a benchmark (question -> gold sentence pairs), "mmarco" (streamed), or a .jsonl/.parquet path
     "train_languages": None,  # list of codes, or None for every language of the source
     "train_max_groups": None,  # keep only the first N groups of the training source (None: all)
     "ratio_mono": 0.5,  # share of mono batches (per_batch) or mono pairs (within_batch)
@@ -60,9 +61,10 @@ DEFAULTS: dict = {
 
 # Keys that say where a run goes or how it is kept, not what it computes: two runs that differ only in
 # these are the same experiment (a rerun may change them without being refused or repeated).
-BOOKKEEPING_KEYS = ("run_name", "output_dir", "checkpoint_every", "save_model")
+BOOKKEEPING_KEYS = ("run_name", "point", "output_dir", "checkpoint_every", "save_model")
 
 _OPTIONAL_INT = ("train_max_groups", "max_groups", "cache_chunk_size")
+_OPTIONAL_STR = ("point",)
 _OPTIONAL_LIST = ("train_languages", "eval_languages")
 _CHOICES = {"pooling": ("mean", "cls"), "mix": MIX_MODES, "language_weights": LANGUAGE_WEIGHTS,
             "mixed_precision": ("auto", "bf16", "fp16", "no")}
@@ -84,6 +86,10 @@ def _check_type(key: str, value):
     if key in _OPTIONAL_INT:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ParameterError(f"{key}={value!r}: must be a positive integer or None")
+        return value
+    if key in _OPTIONAL_STR:
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ParameterError(f"{key}={value!r}: must be a non-empty string or None")
         return value
     if key in _OPTIONAL_LIST:
         if value is None:
@@ -187,9 +193,16 @@ def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> 
 
     if params["train_source"] in BENCHMARKS:
         _check_languages("train_languages", params["train_languages"], [params["train_source"]])
+    elif params["train_source"] == "mmarco":
+        from .pair_sources import MMARCO_LANGUAGES  # lazy: only mMARCO runs need it
+
+        unknown = [lang for lang in params["train_languages"] or [] if lang not in MMARCO_LANGUAGES]
+        if unknown:
+            raise ParameterError(f"train_languages={params['train_languages']}: {unknown} not in mMARCO; it has "
+                                 f"{sorted(MMARCO_LANGUAGES)}")
     elif not Path(params["train_source"]).expanduser().exists():
         raise ParameterError(f"train_source={params['train_source']!r}: neither a benchmark "
-                             f"({sorted(BENCHMARKS)}) nor an existing .jsonl/.parquet file")
+                             f"({sorted(BENCHMARKS)}), 'mmarco', nor an existing .jsonl/.parquet file")
     _check_languages("eval_languages", params["eval_languages"], params["eval_benchmarks"])
 
     model = params["model"]

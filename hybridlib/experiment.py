@@ -13,11 +13,17 @@ Everything a run writes lands in ``<output_dir>/<run_name>/``:
 
 ``run_experiment`` runs all of it in order (``python -m hybridlib.experiment PARAMS.yaml``); the training
 notebook calls the same functions one by one so that it can show each result.
+
+On several GPUs: ``torchrun --nproc_per_node=N -m hybridlib.experiment PARAMS.yaml`` (see
+``hybridlib.distributed``). Every process loads the data and the model and trains on its slice of each
+global batch of ``batch_size`` pairs (a multiple of N), with negatives from the whole global batch;
+rank 0 alone writes the run folder and evaluates, while the other processes wait for it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -33,6 +39,7 @@ import torch
 
 from .config import ParameterError, differing_params, load_yaml, ratios_of, resolve_params
 from .data import BENCHMARKS, Benchmark, load_benchmark, load_pairs, overlap_report, pairs_from_benchmark
+from .distributed import barrier, init_from_env, is_main, long_wait_group, shutdown, world
 from .metrics import build_eval_index, per_query_scores, summarize_scores
 from .model import BiEncoder, load_model, tiny_model
 from .sampler import HybridBatchSampler
@@ -70,6 +77,19 @@ def training_pairs(params: dict):
     if source in BENCHMARKS:
         bench = load_benchmark(source, languages=params["train_languages"], max_groups=params["train_max_groups"])
         return pairs_from_benchmark(bench)
+    if source == "mmarco":
+        from .data import default_cache_dir
+        from .pair_sources import MMARCO_LANGUAGES, cached_mmarco_pairs
+
+        languages = params["train_languages"] or sorted(MMARCO_LANGUAGES)
+        mirror = os.environ.get("HYBRIDLIB_MMARCO_URL")  # a local copy with the hub's layout (offline machines)
+        build = lambda: cached_mmarco_pairs(languages, params["train_max_groups"], default_cache_dir(),  # noqa: E731
+                                            base_url=mirror)
+        if world()[1] > 1:  # stream once: rank 0 fills the cache, the others then read it
+            pairs = build() if is_main() else None
+            barrier(long_wait_group())  # streaming can outlast the collective timeouts
+            return pairs if pairs is not None else build()
+        return build()
     pairs = load_pairs(source)
     if params["train_languages"]:
         wanted = set(params["train_languages"])
@@ -96,7 +116,8 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def build_model(params: dict) -> BiEncoder:
+def build_model(params: dict, device: torch.device | None = None) -> BiEncoder:
+    """The run's model on ``device`` (default: the ``device`` parameter)."""
     settings = {key: params[key] for key in ("pooling", "query_prefix", "passage_prefix",
                                              "query_max_length", "passage_max_length")}
     if params["model"] == TINY_MODEL:
@@ -106,7 +127,7 @@ def build_model(params: dict) -> BiEncoder:
     if params["freeze_embeddings"]:
         # the 250k-row table dominates optimizer time on CPU; its rows for untrained languages never move
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
-    return model.to(pick_device(params["device"]))
+    return model.to(device if device is not None else pick_device(params["device"]))
 
 
 def train_run(params: dict, model: BiEncoder, sampler: HybridBatchSampler, folder: Path,
@@ -114,13 +135,15 @@ def train_run(params: dict, model: BiEncoder, sampler: HybridBatchSampler, folde
     """Fine-tune as ``params`` say, checkpointing into ``folder/checkpoint`` and resuming from it.
 
     A failure (a non-finite loss, say) is recorded in ``folder/failure.json`` before it propagates; the last
-    good checkpoint stays in place.
+    good checkpoint stays in place. Under torchrun every rank trains; rank 0 alone writes.
     """
     if params["steps"] == 0:
         return []
-    (folder / "failure.json").unlink(missing_ok=True)
+    main = is_main()
+    if main:
+        (folder / "failure.json").unlink(missing_ok=True)
     resumed_at = _checkpoint_step(folder)
-    if resumed_at is not None:
+    if resumed_at is not None and main:
         print(f"resuming from the checkpoint at step {resumed_at} of {params['steps']}", flush=True)
     try:
         return train(
@@ -132,6 +155,8 @@ def train_run(params: dict, model: BiEncoder, sampler: HybridBatchSampler, folde
             cache_chunk_size=params["cache_chunk_size"],
         )
     except Exception as err:
+        if not main:
+            raise
         (folder / "failure.json").write_text(json.dumps({
             "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
             "last_checkpoint_step": _checkpoint_step(folder)}, indent=1) + "\n")
@@ -265,31 +290,52 @@ def finish_run(folder: Path, params: dict, model: BiEncoder) -> None:
     shutil.rmtree(folder / "checkpoint", ignore_errors=True)
 
 
-def run_experiment(params: dict, progress: bool = True) -> Path:
-    """A whole run, the same steps as notebooks/02_train.ipynb: returns the path of its metrics.json."""
+def run_experiment(params: dict, progress: bool = True, device: torch.device | None = None) -> Path:
+    """A whole run, the same steps as notebooks/02_train.ipynb: returns the path of its metrics.json.
+
+    ``device``: where the model runs (default: the ``device`` parameter). Under torch.distributed
+    (torchrun, ``distributed.init_from_env``) every rank loads the data and the model and trains;
+    rank 0 alone writes the run folder, evaluates and saves, and the other ranks return once it has.
+    """
+    rank, world_size = world()
+    main = rank == 0
+    if params["batch_size"] % world_size:
+        raise ParameterError(f"batch_size={params['batch_size']}: must be a multiple of the {world_size} "
+                             f"processes (each encodes batch_size / {world_size} pairs of every batch)")
     timings = {}
     t0 = time.perf_counter()
-    folder = prepare_run_folder(params)
+    if main:
+        prepare_run_folder(params)
+    barrier()  # the folder exists (and holds no other run) before any rank uses it
+    folder = run_folder(params)
     pairs = training_pairs(params)
     sampler = make_sampler(params, pairs)
-    benchmarks = evaluation_benchmarks(params)
+    benchmarks = evaluation_benchmarks(params) if main else {}
     overlap = check_overlap(pairs, benchmarks)
     timings["data_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = build_model(params)
+    model = build_model(params, device)
     timings["model_load_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     log = train_run(params, model, sampler, folder, progress=progress)
     timings["train_seconds"] = time.perf_counter() - t0
+    wait_group = long_wait_group()  # every rank, here: evaluation may outlast the usual collective timeout
+    if not main:
+        barrier(wait_group)  # until rank 0 has written everything
+        return folder / "metrics.json"
     evaluations = {name: evaluate_model(model, bench, params["eval_batch_size"], progress=progress)
                    for name, bench in benchmarks.items()}
     path = write_metrics(folder, params, evaluations, timings, log, overlap)
     finish_run(folder, params, model)
+    barrier(wait_group)
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hybridlib.experiment PARAMS.yaml``: one run from a flat parameter file."""
+    """``python -m hybridlib.experiment PARAMS.yaml``: one run from a flat parameter file.
+
+    Also ``torchrun --nproc_per_node=N -m hybridlib.experiment PARAMS.yaml``: one run on N processes.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m hybridlib.experiment PARAMS.yaml", file=sys.stderr)
@@ -299,7 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ParameterError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(run_experiment(params))
+    device = init_from_env(params["device"])  # joins torchrun's process group; None in one process
+    main_rank = is_main()
+    try:
+        path = run_experiment(params, device=device)
+    finally:
+        shutdown()
+    if main_rank:
+        print(path)
     return 0
 
 

@@ -127,9 +127,35 @@ class BiEncoder(torch.nn.Module):
         hidden = self.encoder(**batch).last_hidden_state
         return F.normalize(self.pool(hidden, batch["attention_mask"]).float(), p=2, dim=-1)
 
-    def embed(self, texts: Sequence[str], role: str) -> torch.Tensor:
-        """Embeddings [n, dim] with autograd (for training); uses the current train/eval mode."""
-        return self(self.tokenize(texts, role))
+    def embed(self, texts: Sequence[str], role: str, max_padding: float | None = None) -> torch.Tensor:
+        """Embeddings [n, dim] with autograd (for training); uses the current train/eval mode.
+
+        ``max_padding=None`` runs one forward pass padded to the longest text. A number runs
+        length-sorted sub-batches instead (see ``length_buckets``), each padded only to its own
+        longest text, and returns the rows in the input order: the same embeddings (attention
+        masks hide padding; rounding aside) for less compute when lengths vary, as in training
+        batches where padding to the longest text roughly doubles the tokens.
+        """
+        if max_padding is None:
+            return self(self.tokenize(texts, role))
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not one string")
+        prefix = self.prefix(role)
+        ids = self.tokenizer(
+            [prefix + t for t in texts], truncation=True, max_length=self.max_length(role)
+        )["input_ids"]
+        buckets = length_buckets([len(x) for x in ids], max_padding)
+        parts = [self(self._pad([ids[i] for i in bucket])) for bucket in buckets]
+        order = torch.tensor([i for bucket in buckets for i in bucket], device=self.device)
+        return torch.cat(parts).index_select(0, torch.argsort(order))
+
+    def _pad(self, ids: list[list[int]]) -> dict:
+        """Right-padded input_ids and attention_mask tensors on the model's device."""
+        width = max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+        return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def encode(
         self,
@@ -201,6 +227,30 @@ class BiEncoder(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def length_buckets(lengths: Sequence[int], max_padding: float) -> list[list[int]]:
+    """Indices grouped into sub-batches of similar length, longest first.
+
+    Walks the texts from longest to shortest and starts a new sub-batch when adding the next text
+    would make the sub-batch's padded size (texts x its longest) exceed ``1 + max_padding`` times
+    its real tokens. ``max_padding=0`` gives one sub-batch per distinct length.
+    """
+    if max_padding < 0:
+        raise ValueError(f"max_padding must be >= 0, got {max_padding}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    buckets: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        if current and (len(current) + 1) * lengths[current[0]] > (1 + max_padding) * (real + lengths[i]):
+            buckets.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    if current:
+        buckets.append(current)
+    return buckets
 
 
 def _write_json(path: Path, obj) -> None:

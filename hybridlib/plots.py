@@ -26,19 +26,63 @@ def training_curves(log: list[dict], window: int = 10):
     return fig
 
 
-def metric_vs_ratio(table: pd.DataFrame, metric: str = "map", baseline: float | None = None):
-    """mono / cross / multi ``metric`` against each ratio, one panel per ratio kind (fine-tuned runs only)."""
-    trained = table[table["steps"] > 0]
+def metric_vs_ratio(points: pd.DataFrame, metric: str = "map", baseline: float | None = None):
+    """mono / cross / multi ``metric`` against each ratio, one panel per ratio kind (fine-tuned points only).
+
+    ``points``: ``analysis.point_scores`` (error bars = the 95% bootstrap interval) or a per-run table.
+    """
+    trained = points[points["steps"] > 0]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
     for ax, kind in zip(axes, ("mono", "cross", "multi")):
         for setting, marker in zip(("mono", "cross", "multi"), "os^"):
-            ax.scatter(trained[f"ratio_{kind}"], trained[f"{metric}_{setting}"], marker=marker, label=f"{setting} {metric}")
+            y = trained[f"{metric}_{setting}"]
+            low, high = trained.get(f"{metric}_{setting}_low"), trained.get(f"{metric}_{setting}_high")
+            yerr = None if low is None else [y - low, high - y]
+            ax.errorbar(trained[f"ratio_{kind}"], y, yerr=yerr, fmt=marker, capsize=3, label=f"{setting} {metric}")
         if baseline is not None:
             ax.axhline(baseline, color="grey", ls="--", lw=1, label="no fine-tuning (multi)")
         ax.set_xlabel(f"ratio of {kind} batches")
         ax.set_xlim(-0.05, 1.05)
-    axes[0].set_ylabel(metric)
+    axes[0].set_ylabel(metric + (" (mean, 95% CI)" if f"{metric}_multi_low" in trained else ""))
     axes[-1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def ternary(points: pd.DataFrame, column: str = "map_multi", label: str = "pooled mAP"):
+    """Each fine-tuned point on the mono/cross/multi simplex, coloured and annotated by ``column``.
+
+    Corners are the pure batch kinds; a point's distance from a corner's opposite edge is its ratio.
+    """
+    trained = points[points["steps"] > 0]
+    corners = {"mono": (0.0, 0.0), "cross": (1.0, 0.0), "multi": (0.5, 3**0.5 / 2)}
+    x = sum(trained[f"ratio_{k}"] * xy[0] for k, xy in corners.items())
+    y = sum(trained[f"ratio_{k}"] * xy[1] for k, xy in corners.items())
+    fig, ax = plt.subplots(figsize=(6.5, 5.8))
+    ax.fill(*zip(*corners.values()), color="whitesmoke", ec="grey", lw=1)
+    for name, (cx, cy) in corners.items():
+        ax.annotate(f"{name} only", (cx, cy), textcoords="offset points", xytext=(0, 10 if cy else -18),
+                    ha="center", fontsize=10, weight="bold")
+    dots = ax.scatter(x, y, c=trained[column], cmap="viridis", s=220, ec="black", zorder=3)
+    for xi, yi, value, low, high in zip(x, y, trained[column], trained.get(f"{column}_low", trained[column]),
+                                        trained.get(f"{column}_high", trained[column])):
+        text = f"{value:.3f}" if low is high else f"{value:.3f}\n[{low:.3f}, {high:.3f}]"
+        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(0, -30), ha="center", fontsize=8)
+    fig.colorbar(dots, ax=ax, label=label, shrink=0.8)
+    ax.set_aspect("equal")
+    ax.set_xlim(-0.15, 1.15)
+    ax.set_ylim(-0.2, 1.0)
+    ax.axis("off")
+    ax.set_title(f"{label} over the batch-kind simplex")
+    fig.tight_layout()
+    return fig
+
+
+def p_value_heatmap(matrix: pd.DataFrame, title: str = "paired randomisation test p-values"):
+    """Point x point p-values, annotated; below 0.05 stands out."""
+    fig, ax = plt.subplots(figsize=(1.1 * len(matrix) + 2.5, 0.9 * len(matrix) + 1.5))
+    sns.heatmap(matrix, annot=True, fmt=".3f", cmap="rocket", vmin=0, vmax=0.2, cbar_kws={"label": "p"}, ax=ax)
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -46,7 +90,8 @@ def metric_vs_ratio(table: pd.DataFrame, metric: str = "map", baseline: float | 
 def per_language_bars(long_table: pd.DataFrame, setting: str = "multi", ylabel: str = "mAP"):
     data = long_table[long_table["setting"] == setting]
     fig, ax = plt.subplots(figsize=(14, 4))
-    sns.barplot(data=data, x="lang", y="value", hue="run", ax=ax)
+    hue = "point" if "point" in data and data["point"].nunique() < data["run"].nunique() else "run"
+    sns.barplot(data=data, x="lang", y="value", hue=hue, errorbar=("pi", 100), ax=ax)  # bars: seed range
     ax.set_ylabel(f"{ylabel} ({setting})")
     ax.legend(fontsize=8, ncol=4)
     fig.tight_layout()

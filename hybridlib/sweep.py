@@ -9,10 +9,14 @@ A sweep file::
     output_dir: outputs/demo       # runs go to output_dir/<run name>/
     extends: cpu-defaults.yaml     # optional: a flat parameter file (relative to this one) under everything
     base: {steps: 150}             # optional: parameters shared by every point
-    runs:                          # run name -> its own parameters
+    seeds: [0, 1, 2]               # optional: repeat every trained point once per seed
+    runs:                          # point name -> its own parameters
       baseline: {steps: 0}
       mono: {ratio_mono: 1.0, ratio_cross: 0.0, ratio_multi: 0.0}
 
+With ``seeds``, a trained point ``mono`` runs as ``mono-s0``, ``mono-s1``, ... (parameter ``seed`` set,
+parameter ``point`` = ``mono``, so the analysis pools them); a point with ``steps: 0`` evaluates a fixed
+model, which no seed changes, and runs once. Without ``seeds`` each point runs once with its own seed.
 Every point's parameters are resolved and checked before anything runs. A point whose folder already
 holds a ``metrics.json`` with identical parameters is skipped; one that fails does not stop the others.
 """
@@ -32,7 +36,7 @@ from .config import ParameterError, differing_params, load_yaml, resolve_params
 
 TRAIN_NOTEBOOK = "02_train.ipynb"
 ANALYSIS_NOTEBOOKS = ("03_evaluation.ipynb", "04_bias_analysis.ipynb")
-_SWEEP_KEYS = {"sweep", "output_dir", "extends", "base", "runs"}
+_SWEEP_KEYS = {"sweep", "output_dir", "extends", "base", "seeds", "runs"}
 
 
 def load_sweep(path: str | Path) -> tuple[str, Path, dict[str, dict], dict]:
@@ -48,9 +52,19 @@ def load_sweep(path: str | Path) -> tuple[str, Path, dict[str, dict], dict]:
     output_dir = Path(spec.get("output_dir") or f"outputs/{name}")
     shared = load_yaml(path.parent / spec["extends"]) if spec.get("extends") else {}
     shared.update(spec.get("base") or {})
-    runs = {}
-    for run_name, overrides in spec["runs"].items():
-        runs[str(run_name)] = {**shared, **(overrides or {}), "run_name": str(run_name), "output_dir": str(output_dir)}
+    seeds = spec.get("seeds")
+    if seeds is not None and (
+        not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise ParameterError(f"{path}: seeds={seeds!r}: must be a non-empty list of distinct integers, e.g. [0, 1, 2]")
+    points = {str(p): {**shared, **(o or {}), "output_dir": str(output_dir)} for p, o in spec["runs"].items()}
+    runs = {p: {**params, "run_name": p, "point": p} for p, params in points.items()
+            if seeds is None or params.get("steps", 1) == 0}
+    for seed in seeds or []:  # seed-major order: a sweep cut short still has every point at the first seeds
+        for point, params in points.items():
+            if params.get("steps", 1) != 0:
+                runs[f"{point}-s{seed}"] = {**params, "run_name": f"{point}-s{seed}", "point": point, "seed": seed}
     return name, output_dir, runs, shared
 
 
@@ -66,10 +80,12 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
     root = find_project_root()
     name, output_dir, runs, shared = load_sweep(path)
     if only:
-        missing = sorted(set(only) - set(runs))
+        points = {v["point"] for v in runs.values()}
+        missing = sorted(set(only) - set(runs) - points)
         if missing:
-            raise ParameterError(f"--only names unknown runs {missing}; the sweep has {sorted(runs)}")
-        runs = {k: v for k, v in runs.items() if k in only}
+            raise ParameterError(f"--only names unknown runs {missing}; the sweep has points {sorted(points)} "
+                                 f"and runs {sorted(runs)}")
+        runs = {k: v for k, v in runs.items() if k in only or v["point"] in only}
     resolved = {}
     for run, overrides in runs.items():  # every point checked before the first one runs
         try:
@@ -86,7 +102,7 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
             status[run] = ("skipped (finished, same parameters)", None)
             print(f"[{index}/{len(runs)}] {run}: already finished with these parameters, skipped", flush=True)
             continue
-        own = {k: v for k, v in overrides.items() if k not in ("run_name", "output_dir") and shared.get(k, None) != v}
+        own = {k: v for k, v in overrides.items() if k not in ("run_name", "output_dir", "point") and shared.get(k, None) != v}
         print(f"[{index}/{len(runs)}] {run}: {json.dumps(own)}", flush=True)
         if dry_run:
             status[run] = ("dry run", None)
@@ -128,6 +144,27 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
     return summary
 
 
+def export_points(path: str | Path, folder: str | Path, only: list[str] | None = None) -> list[Path]:
+    """Write every run's resolved flat parameters to ``folder/<run>.yaml``; returns the files."""
+    import yaml
+
+    _, _, runs, _ = load_sweep(path)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run, overrides in runs.items():
+        if only and run not in only and overrides["point"] not in only:
+            continue
+        try:
+            params = resolve_params(overrides)
+        except ParameterError as err:
+            raise ParameterError(f"{path}, run {run!r}: {err}") from None
+        target = folder / f"{run}.yaml"
+        target.write_text(yaml.safe_dump(params, sort_keys=False))
+        written.append(target)
+    return written
+
+
 def _record_invocation(path: Path, name: str, sweep_file, started_at: str, elapsed: float, status: dict) -> None:
     """Append this invocation (start, wall time, each point's status) to the sweep's history file."""
     history = json.loads(path.read_text()) if path.exists() else {"sweep": name, "invocations": []}
@@ -164,9 +201,19 @@ def _summary(output_dir: Path, status: dict) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_file", help="a sweep YAML file, e.g. params/demo.yaml")
-    parser.add_argument("--only", help="comma-separated run names to run")
+    parser.add_argument("--only", help="comma-separated point or run names to run (a point: all its seeds)")
     parser.add_argument("--dry-run", action="store_true", help="resolve and check parameters, run nothing")
+    parser.add_argument("--export", metavar="DIR", help="write each run's resolved parameters to DIR/<run>.yaml "
+                        "(for `torchrun -m hybridlib.experiment DIR/<run>.yaml`) and run nothing")
     args = parser.parse_args(argv)
+    if args.export:
+        try:
+            for path in export_points(args.sweep_file, args.export, only=args.only.split(",") if args.only else None):
+                print(path)
+        except (ParameterError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         summary = run_sweep(args.sweep_file, only=args.only.split(",") if args.only else None, dry_run=args.dry_run)
     except (ParameterError, FileNotFoundError) as err:

@@ -21,6 +21,8 @@ if "HYBRIDLIB_DATA_DIR" not in os.environ:
             break
 
 DATA_DIR = os.environ.get("HYBRIDLIB_DATA_DIR")
+if DATA_DIR:  # absolute, so tests that build file:// URLs or change directory still find it
+    DATA_DIR = os.environ["HYBRIDLIB_DATA_DIR"] = str(Path(DATA_DIR).resolve())
 
 
 @pytest.fixture(scope="session")

@@ -234,8 +234,11 @@ def test_train_with_cache_matches_plain_train(base_model, train_pairs):
 
 
 def test_train_with_cache_replays_dropout(base_model, train_pairs):
-    """Dropout on, one chunk per side (the batch size): the same draws as the plain run, step after step."""
-    plain_records = short_train(copy.deepcopy(base_model), train_pairs)
+    """Dropout on, one chunk per side (the batch size): the same draws as the plain run, step after step.
+
+    The plain run must then be one padded pass per side too (max_padding=None), not sub-batches.
+    """
+    plain_records = short_train(copy.deepcopy(base_model), train_pairs, max_padding=None)
     cached_records = short_train(copy.deepcopy(base_model), train_pairs, cache_chunk_size=16)
     assert_same_steps(cached_records, plain_records, abs_tol=1e-5)
 

@@ -15,7 +15,7 @@ import torch
 
 from hybridlib import embedded
 from hybridlib.embedded import EMBEDDED_NAME, cache_root, convert_embedded_model, dequantize_q4_0
-from hybridlib.model import BiEncoder, load_model, tiny_model
+from hybridlib.model import BiEncoder, length_buckets, load_model, tiny_model
 
 TEXTS = [
     "Short one.",
@@ -124,6 +124,39 @@ def test_embed_has_autograd(tiny):
     grad = tiny.encoder.embeddings.word_embeddings.weight.grad
     assert grad is not None and grad.abs().sum() > 0
     tiny.zero_grad(set_to_none=True)
+
+
+def test_length_buckets_cover_every_text_once_and_bound_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 129, size=64).tolist()
+    for max_padding in (0.0, 0.1, 0.25, 1.0):
+        buckets = length_buckets(lengths, max_padding)
+        assert sorted(i for b in buckets for i in b) == list(range(64))
+        for b in buckets:
+            padded, real = len(b) * max(lengths[i] for i in b), sum(lengths[i] for i in b)
+            assert len(b) == 1 or padded <= (1 + max_padding) * real
+    # wider tolerance -> fewer sub-batches; zero tolerance -> one per distinct length
+    assert len(length_buckets(lengths, 1.0)) < len(length_buckets(lengths, 0.1))
+    assert len(length_buckets(lengths, 0.0)) == len(set(lengths))
+    with pytest.raises(ValueError, match="max_padding"):
+        length_buckets(lengths, -0.5)
+
+
+def test_bucketed_embed_equals_one_padded_pass(tiny):
+    texts = [("word " * n).strip() for n in (1, 40, 3, 17, 2, 60, 9, 9, 30)]
+    tiny.eval()
+    plain = tiny.embed(texts, "passage")
+    bucketed = tiny.embed(texts, "passage", max_padding=0.1)
+    torch.testing.assert_close(bucketed, plain, atol=1e-5, rtol=1e-5)
+    # gradients flow back through the sub-batches to the shared weights, as in one pass
+    weight = tiny.encoder.embeddings.word_embeddings.weight
+    grads = []
+    for kwargs in ({}, {"max_padding": 0.1}):
+        tiny.zero_grad(set_to_none=True)
+        (tiny.embed(texts, "passage", **kwargs) @ plain.detach()[0]).sum().backward()
+        grads.append(weight.grad.clone())
+    tiny.zero_grad(set_to_none=True)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- encode

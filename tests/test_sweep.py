@@ -80,3 +80,33 @@ def test_shipped_sweep_files_resolve():
     assert sweeps, "params/ holds no sweep file"
     for path in sweeps:
         run_sweep(path, dry_run=True)
+
+
+def test_seeds_repeat_trained_points_seed_major_and_run_the_baseline_once(tmp_path, capsys):
+    spec = tmp_path / "seeded.yaml"
+    spec.write_text(SWEEP.format(out=tmp_path / "out").replace("runs:", "seeds: [0, 7]\nruns:"))
+    _, _, runs, _ = load_sweep(spec)
+    assert list(runs) == ["baseline", "cross-s0", "broken-s0", "cross-s7", "broken-s7"]
+    assert runs["baseline"]["point"] == "baseline" and "seed" not in runs["baseline"]
+    assert {runs["cross-s7"][k] for k in ("seed",)} == {7} and runs["cross-s7"]["point"] == "cross"
+    # --only takes a point (all its seeds) or one run
+    run_sweep(spec, only=["cross"], dry_run=True)
+    printed = capsys.readouterr().out
+    assert "cross-s0" in printed and "cross-s7" in printed and "broken" not in printed.split("sweep 'tiny'")[0]
+    for bad in ("[]", "[1, 1]", "[0.5]", "3"):
+        spec.write_text(SWEEP.format(out=tmp_path / "out").replace("runs:", f"seeds: {bad}\nruns:"))
+        with pytest.raises(ParameterError, match="seeds"):
+            load_sweep(spec)
+
+
+def test_export_writes_flat_parameter_files_that_resolve(tmp_path, capsys):
+    from hybridlib.config import load_yaml, resolve_params
+
+    spec = tmp_path / "seeded.yaml"
+    spec.write_text(SWEEP.format(out=tmp_path / "out").replace("runs:", "seeds: [0, 7]\nruns:"))
+    assert main([str(spec), "--export", str(tmp_path / "points"), "--only", "cross,baseline"]) == 0
+    files = sorted(p.name for p in (tmp_path / "points").glob("*.yaml"))
+    assert files == ["baseline.yaml", "cross-s0.yaml", "cross-s7.yaml"]
+    params = resolve_params(load_yaml(tmp_path / "points" / "cross-s7.yaml"), apply_env=False)
+    assert (params["seed"], params["point"], params["ratio_cross"], params["steps"]) == (7, "cross", 1.0, 3)
+    assert not (tmp_path / "out").exists()  # nothing ran
