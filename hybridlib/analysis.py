@@ -157,7 +157,8 @@ def with_intervals(points: pd.DataFrame, metrics=INTERVAL_METRICS, digits: int =
 def paired_tests(runs: list[dict], benchmark: str, metric: str = "map", setting: str = "multi",
                  permutations: int = 10000) -> pd.DataFrame:
     """Every pair of sweep points (A before B in sweep order): A - B with a paired bootstrap interval and
-    the randomisation-test p-value over query groups (``stats.paired_test``), seeds averaged per point."""
+    p-values (``stats.paired_test``: bootstrap over question groups and seeds where both points have
+    several seeds, else a randomisation test over question groups)."""
     points = runs_by_point(runs, benchmark)
     tables = {point: [per_query(run, benchmark) for run in members] for point, members in points.items()}
     names = list(tables)
@@ -166,12 +167,13 @@ def paired_tests(runs: list[dict], benchmark: str, metric: str = "map", setting:
         for b in names[i + 1 :]:
             test = paired_test(tables[a], tables[b], metric, setting, permutations=permutations)
             rows.append({"a": a, "b": b, **test})
-    columns = ["a", "b", "difference", "low", "high", "p_value", "groups", "permutations", "level"]
+    columns = ["a", "b", "difference", "low", "high", "p_value", "method", "p_randomisation", "p_bootstrap",
+               "seeds_a", "seeds_b", "groups", "permutations", "replicates", "level"]
     return pd.DataFrame(rows, columns=columns)  # empty (with its columns) for a single point
 
 
 def p_value_matrix(tests: pd.DataFrame) -> pd.DataFrame:
-    """Symmetric point x point matrix of the p-values of ``paired_tests``."""
+    """Symmetric point x point matrix of the p-values (column ``p_value``) of ``paired_tests``."""
     names = list(dict.fromkeys([*tests["a"], *tests["b"]]))
     matrix = pd.DataFrame(float("nan"), index=names, columns=names)
     for row in tests.itertuples():
@@ -195,3 +197,12 @@ def holm(p_values) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+def p_values_against(tests: pd.DataFrame, reference: str, points) -> list:
+    """For each point, the p-value of its paired test with ``reference`` (None for the reference itself)."""
+    found = {}
+    for row in tests.itertuples():
+        if reference in (row.a, row.b):
+            found[row.b if row.a == reference else row.a] = row.p_value
+    return [found.get(point) for point in points]

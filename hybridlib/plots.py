@@ -78,7 +78,7 @@ def ternary(points: pd.DataFrame, column: str = "map_multi", label: str = "poole
     return fig
 
 
-def p_value_heatmap(matrix: pd.DataFrame, title: str = "paired randomisation test p-values"):
+def p_value_heatmap(matrix: pd.DataFrame, title: str = "paired test p-values"):
     """Point x point p-values, annotated; below 0.05 stands out."""
     fig, ax = plt.subplots(figsize=(1.1 * len(matrix) + 2.5, 0.9 * len(matrix) + 1.5))
     sns.heatmap(matrix, annot=True, fmt=".3f", cmap="rocket", vmin=0, vmax=0.2, cbar_kws={"label": "p"}, ax=ax)

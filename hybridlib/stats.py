@@ -114,30 +114,37 @@ def paired_test(
     metric: str,
     setting: str,
     permutations: int = 10000,
-    replicates: int = 2000,
+    replicates: int = 4000,
     level: float = 0.95,
     seed: int = 0,
 ) -> dict:
-    """Is point A's score different from point B's on the same queries? Paired over query groups.
+    """Is point A's score different from point B's on the same queries? Paired over question groups.
 
-    Each point's per-group sums are first averaged over its seeds. Both points score the same queries,
-    so every cell has the same count for A and B and the difference of the scores is a sum of per-group
-    terms ``d_g``. The p-value is a two-sided sign-flip randomisation test over groups (under "no
-    difference" A's and B's results for a group are exchangeable); the interval is a paired bootstrap
-    over groups (the same resampled groups for A and B).
+    Two tests, because there are two sources of chance:
 
-    Returns difference (A - B), low, high, p_value, groups, permutations.
+    - ``p_randomisation``: a two-sided sign-flip randomisation test over question groups on the seed-averaged
+      results. Both points score the same queries, so every cell has the same count for A and B and the
+      score difference is a sum of per-group terms ``d_g``; under "no difference" each group's A and B are
+      exchangeable. It treats the trained models as fixed: it asks whether *these* models differ.
+    - ``p_bootstrap``: a paired two-level bootstrap: question groups resampled jointly for A and B, the
+      seeds of A and of B resampled independently; p = twice the smaller tail of the replicate differences
+      around 0. It asks whether the *training recipes* differ, training randomness included.
+
+    ``p_value`` is ``p_bootstrap`` when both points have at least two seeds, else ``p_randomisation``
+    (``method`` says which); the interval [low, high] is always the bootstrap's.
+    Returns difference (A - B, seed means), low, high, p_value, method, p_randomisation, p_bootstrap,
+    seeds_a, seeds_b, groups, permutations, replicates.
     """
     tables_a = [tables_a] if isinstance(tables_a, pd.DataFrame) else list(tables_a)
     tables_b = [tables_b] if isinstance(tables_b, pd.DataFrame) else list(tables_b)
     groups = _shared_groups(tables_a + tables_b)
     a = [cell_sums(t, metric, setting, groups) for t in tables_a]
     b = [cell_sums(t, metric, setting, groups) for t in tables_b]
-    sums_a, sums_b = np.mean([p.sums for p in a], axis=0), np.mean([p.sums for p in b], axis=0)
     counts = a[0].counts
     if any(not p.cells.equals(a[0].cells) or not np.array_equal(p.counts, counts) for p in a + b):
         raise ValueError("paired_test needs both points scored on the same queries (same benchmark, languages "
                          "and max_groups)")
+    sums_a, sums_b = np.mean([p.sums for p in a], axis=0), np.mean([p.sums for p in b], axis=0)
     cell_total = counts.sum(axis=0)
     valid = cell_total > 0
     # per-group contribution to (score A - score B): the cell mean is a sum over groups / the cell count
@@ -146,11 +153,25 @@ def paired_test(
     rng = np.random.default_rng(seed)
     signs = rng.choice([-1.0, 1.0], size=(permutations, len(d)))
     flipped = np.abs(signs @ d)
-    p_value = (1 + np.count_nonzero(flipped >= abs(observed) - 1e-12)) / (1 + permutations)
+    p_randomisation = (1 + np.count_nonzero(flipped >= abs(observed) - 1e-12)) / (1 + permutations)
+
     weights = _group_weights(rng, len(groups), replicates)
-    cells = a[0].cells
-    diff = CellSums(groups, cells, sums_a, counts).score(weights) - CellSums(groups, cells, sums_b, counts).score(weights)
+    scores_a = np.stack([p.score(weights) for p in a], axis=1)  # [replicates, seeds of A]
+    scores_b = np.stack([p.score(weights) for p in b], axis=1)
+    pick_a = rng.integers(0, len(a), size=(replicates, len(a)))
+    pick_b = rng.integers(0, len(b), size=(replicates, len(b)))
+    diff = (np.take_along_axis(scores_a, pick_a, axis=1).mean(axis=1)
+            - np.take_along_axis(scores_b, pick_b, axis=1).mean(axis=1))
+    diff = diff[np.isfinite(diff)]
+    p_bootstrap = min(1.0, 2 * max(min(np.mean(diff <= 0), np.mean(diff >= 0)), 1 / len(diff)))
+    if observed == 0 and np.all(diff == 0):
+        p_bootstrap = 1.0
     alpha = (1 - level) / 2
-    low, high = np.nanquantile(diff, [alpha, 1 - alpha])
-    return {"difference": observed, "low": float(low), "high": float(high), "p_value": float(p_value),
-            "groups": len(groups), "permutations": permutations, "level": level}
+    low, high = np.quantile(diff, [alpha, 1 - alpha])
+    seeded = len(a) > 1 and len(b) > 1
+    return {"difference": observed, "low": float(low), "high": float(high),
+            "p_value": float(p_bootstrap if seeded else p_randomisation),
+            "method": "bootstrap over groups and seeds" if seeded else "randomisation over groups",
+            "p_randomisation": float(p_randomisation), "p_bootstrap": float(p_bootstrap),
+            "seeds_a": len(a), "seeds_b": len(b), "groups": len(groups), "permutations": permutations,
+            "replicates": replicates, "level": level}
