@@ -1,0 +1,37 @@
+"""Smoke runs of the benchmark scripts (their timings are not tested: bench/ prints ratios, CI is shared)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_speed_benchmark_quick_prints_every_ratio(tmp_path):
+    out = run(["bench/speed.py", "--quick", "--out", str(tmp_path / "speed.json")], tmp_path)
+    for line in ("training ratio ours/theirs =", "evaluation ratio ours/theirs =", "metrics alone:"):
+        assert line in out, out[-2000:]
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert report["training"]["identical_input_ids"] is True
+    assert report["training"]["ratio_ours_over_theirs"] > 0
+
+
+def test_gpu_benchmark_runs_on_cpu_with_a_tiny_model(tmp_path):
+    inputs = tmp_path / "inputs"
+    run(["bench/gpu.py", "--prepare", str(inputs)], tmp_path)
+    out_file = tmp_path / "gpu.json"
+    run(["bench/gpu.py", "--inputs", str(inputs), "--device", "cpu", "--tiny", "--batch-size", "4", "--warmup", "1",
+         "--steps", "1", "--skip-eval", "--no-checkpointing-run", "--out", str(out_file)], tmp_path)
+    report = json.loads(out_file.read_text())
+    result = report["train base ckpt=False compile=False"]
+    assert result["tokens_per_step"] == 4 * (64 + 256) and result["median_step_s"] > 0
+    assert set(result["breakdown"]) >= {"tokenize_s", "forward_backward_s", "adamw_fused_s"}
