@@ -176,7 +176,7 @@ def draw_batches(args) -> list:
     return [sampler.next_batch() for _ in range(args.warmup + args.steps)]
 
 
-def train_ours(folder: Path, batches: list, args, profile: bool = False) -> dict:
+def train_ours(folder: Path, batches: list, args, profile: bool = False, max_padding="auto") -> dict:
     """hybridlib.train.train; step time = interval between consecutive callbacks (all loop overhead in)."""
     model = load_ours(folder, args)
     stamps = [time.perf_counter()]
@@ -197,7 +197,7 @@ def train_ours(folder: Path, batches: list, args, profile: bool = False) -> dict
     records = train(
         model, iter(batches), steps=len(batches), lr=args.lr, weight_decay=args.weight_decay,
         max_grad_norm=1.0, temperature=args.temperature, mixed_precision="no", progress=False, seed=0,
-        callback=on_step,
+        callback=on_step, max_padding=max_padding,
     )
     steps = [b - a for a, b in zip(stamps, stamps[1:])]
     result = {
@@ -489,6 +489,11 @@ def run_training(folder: Path, args, report: dict) -> None:
     gc.collect()  # each phase loads its own fresh model: drop the previous one first
     say(f"ours   : {ours['pairs_per_s']:.2f} pairs/s (median step {ours['measured']['median_s']:.3f} s; "
         f"fastest {ours['measured']['min_s']:.3f} s) [{load_note()}]")
+    padded = train_ours(folder, batches, args, max_padding=None)
+    gc.collect()
+    say(f"ours, one padded pass per side (max_padding=None): {padded['pairs_per_s']:.2f} pairs/s "
+        f"(median step {padded['measured']['median_s']:.3f} s; fastest {padded['measured']['min_s']:.3f} s) "
+        f"[{load_note()}]")
     theirs = train_theirs(folder, batches, args)
     gc.collect()
     say(f"theirs : {theirs['pairs_per_s']:.2f} pairs/s (median step {theirs['measured']['median_s']:.3f} s; "
@@ -525,7 +530,9 @@ def run_training(folder: Path, args, report: dict) -> None:
             diff = entry.get("max_abs_diff_vs_default")
             say(f"AdamW {name:24s}: median {entry['median_s']:.4f} s/step (first step {entry['first_step_s']:.4f} s)"
                 + ("" if diff is None else f", max |param diff| vs default {diff:.3g}"))
-    report["training"] = {"identical_input_ids": same, "ours": ours, "theirs": theirs, "floor": floor,
+    say(f"sub-batches vs one padded pass (ours) = {ours['pairs_per_s'] / padded['pairs_per_s']:.2f}")
+    report["training"] = {"identical_input_ids": same, "ours": ours, "ours_one_padded_pass": padded,
+                          "theirs": theirs, "floor": floor,
                           "ratio_ours_over_theirs": ratio}
     if args.profile:
         prof = train_ours(folder, batches[: args.warmup + 1], args, profile=True)["profile"]

@@ -60,14 +60,23 @@ def ternary(points: pd.DataFrame, column: str = "map_multi", label: str = "poole
     y = sum(trained[f"ratio_{k}"] * xy[1] for k, xy in corners.items())
     fig, ax = plt.subplots(figsize=(6.5, 5.8))
     ax.fill(*zip(*corners.values()), color="whitesmoke", ec="grey", lw=1)
-    for name, (cx, cy) in corners.items():
-        ax.annotate(f"{name} only", (cx, cy), textcoords="offset points", xytext=(0, 10 if cy else -18),
-                    ha="center", fontsize=10, weight="bold")
+    centre = (0.5, 3**0.5 / 6)
+
+    def away_from_centre(px: float, py: float, distance: float) -> tuple[float, float]:
+        dx, dy = px - centre[0], py - centre[1]
+        norm = (dx * dx + dy * dy) ** 0.5
+        return (0.0, -distance) if norm < 1e-9 else (distance * dx / norm, distance * dy / norm)
+
+    for name, (cx, cy) in corners.items():  # corner names outside the triangle
+        ax.annotate(f"{name} only", (cx, cy), textcoords="offset points", xytext=away_from_centre(cx, cy, 24),
+                    ha="center", va="center", fontsize=10, weight="bold")
     dots = ax.scatter(x, y, c=trained[column], cmap="viridis", s=220, ec="black", zorder=3)
     for xi, yi, value, low, high in zip(x, y, trained[column], trained.get(f"{column}_low", trained[column]),
                                         trained.get(f"{column}_high", trained[column])):
         text = f"{value:.3f}" if low is high else f"{value:.3f}\n[{low:.3f}, {high:.3f}]"
-        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(0, -30), ha="center", fontsize=8)
+        dx, dy = away_from_centre(xi, yi, 30)
+        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(-dx, -dy if dy else -30), ha="center",
+                    va="center", fontsize=8)  # values inside the triangle, clear of the corner names
     fig.colorbar(dots, ax=ax, label=label, shrink=0.8)
     ax.set_aspect("equal")
     ax.set_xlim(-0.15, 1.15)

@@ -130,8 +130,10 @@ def paired_test(
       seeds of A and of B resampled independently; p = twice the smaller tail of the replicate differences
       around 0. It asks whether the *training recipes* differ, training randomness included.
 
-    ``p_value`` is ``p_bootstrap`` when both points have at least two seeds, else ``p_randomisation``
-    (``method`` says which); the interval [low, high] is always the bootstrap's.
+    ``p_value`` is ``p_bootstrap`` when either point has at least two seeds (a point evaluated once, such as
+    an untouched model, has no training randomness to resample), else ``p_randomisation`` (``method`` says
+    which); the interval [low, high] is always the bootstrap's. With three seeds the seed part of the
+    bootstrap draws from three values: a coarse picture of training randomness; more seeds sharpen it.
     Returns difference (A - B, seed means), low, high, p_value, method, p_randomisation, p_bootstrap,
     seeds_a, seeds_b, groups, permutations, replicates.
     """
@@ -168,7 +170,7 @@ def paired_test(
         p_bootstrap = 1.0
     alpha = (1 - level) / 2
     low, high = np.quantile(diff, [alpha, 1 - alpha])
-    seeded = len(a) > 1 and len(b) > 1
+    seeded = len(a) > 1 or len(b) > 1
     return {"difference": observed, "low": float(low), "high": float(high),
             "p_value": float(p_bootstrap if seeded else p_randomisation),
             "method": "bootstrap over groups and seeds" if seeded else "randomisation over groups",
