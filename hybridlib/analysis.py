@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from .metrics import METRICS, SETTINGS
-from .stats import bootstrap_ci, paired_test
+from .stats import MULTI_ONLY, bootstrap_ci, paired_test
 
 # (metric, setting) pairs that get a bootstrap interval in the evaluation notebook
 INTERVAL_METRICS = [("map", "mono"), ("map", "cross"), ("map", "multi"), ("map@20", "multi"),
@@ -103,7 +104,15 @@ def pairs_matrix(run: dict, benchmark: str) -> pd.DataFrame:
 
 
 def per_query(run: dict, benchmark: str) -> pd.DataFrame:
-    return pd.read_csv(Path(run["path"]) / f"per_query-{benchmark}.csv.gz")
+    """The run's per-query table (read once per process: intervals and every paired test reuse it; treat
+    it as read-only)."""
+    path = Path(run["path"]) / f"per_query-{benchmark}.csv.gz"
+    return _read_table(str(path), path.stat().st_mtime_ns)  # a rewritten run is read again
+
+
+@lru_cache(maxsize=128)
+def _read_table(path: str, mtime_ns: int) -> pd.DataFrame:
+    return pd.read_csv(path)
 
 
 def projection(run: dict, benchmark: str) -> pd.DataFrame:
@@ -112,7 +121,7 @@ def projection(run: dict, benchmark: str) -> pd.DataFrame:
 
 def metric_key(metric: str, setting: str) -> str:
     """Column name of a (metric, setting) pair in the tables: ``map_multi``; ``rank_distance`` as is."""
-    return metric if metric in ("rank_distance", "top10_same_language") else f"{metric}_{setting}"
+    return metric if metric in MULTI_ONLY else f"{metric}_{setting}"
 
 
 def runs_by_point(runs: list[dict], benchmark: str) -> dict[str, list[dict]]:
@@ -157,7 +166,7 @@ def with_intervals(points: pd.DataFrame, metrics=INTERVAL_METRICS, digits: int =
 def paired_tests(runs: list[dict], benchmark: str, metric: str = "map", setting: str = "multi",
                  permutations: int = 10000) -> pd.DataFrame:
     """Every pair of sweep points (A before B in sweep order): A - B with a paired bootstrap interval and
-    p-values (``stats.paired_test``: bootstrap over question groups and seeds where both points have
+    p-values (``stats.paired_test``: bootstrap over question groups and seeds where either point has
     several seeds, else a randomisation test over question groups)."""
     points = runs_by_point(runs, benchmark)
     tables = {point: [per_query(run, benchmark) for run in members] for point, members in points.items()}

@@ -79,19 +79,8 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
 
     root = find_project_root()
     name, output_dir, runs, shared = load_sweep(path)
-    if only:
-        points = {v["point"] for v in runs.values()}
-        missing = sorted(set(only) - set(runs) - points)
-        if missing:
-            raise ParameterError(f"--only names unknown runs {missing}; the sweep has points {sorted(points)} "
-                                 f"and runs {sorted(runs)}")
-        runs = {k: v for k, v in runs.items() if k in only or v["point"] in only}
-    resolved = {}
-    for run, overrides in runs.items():  # every point checked before the first one runs
-        try:
-            resolved[run] = resolve_params(overrides)
-        except ParameterError as err:
-            raise ParameterError(f"{path}, run {run!r}: {err}") from None
+    runs = _select(runs, only)
+    resolved = _resolve_all(path, runs)  # every point checked before the first one runs
     output_dir = root / output_dir
     started = time.perf_counter()
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -148,21 +137,38 @@ def export_points(path: str | Path, folder: str | Path, only: list[str] | None =
     """Write every run's resolved flat parameters to ``folder/<run>.yaml``; returns the files."""
     import yaml
 
-    _, _, runs, _ = load_sweep(path)
+    resolved = _resolve_all(path, _select(load_sweep(path)[2], only))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for run, overrides in runs.items():
-        if only and run not in only and overrides["point"] not in only:
-            continue
-        try:
-            params = resolve_params(overrides)
-        except ParameterError as err:
-            raise ParameterError(f"{path}, run {run!r}: {err}") from None
+    for run, params in resolved.items():
         target = folder / f"{run}.yaml"
         target.write_text(yaml.safe_dump(params, sort_keys=False))
         written.append(target)
     return written
+
+
+def _select(runs: dict[str, dict], only: list[str] | None) -> dict[str, dict]:
+    """The runs named in ``only`` (run names, or point names meaning all their seeds); all without it."""
+    if not only:
+        return runs
+    points = {v["point"] for v in runs.values()}
+    missing = sorted(set(only) - set(runs) - points)
+    if missing:
+        raise ParameterError(f"--only names unknown runs {missing}; the sweep has points {sorted(points)} "
+                             f"and runs {sorted(runs)}")
+    return {k: v for k, v in runs.items() if k in only or v["point"] in only}
+
+
+def _resolve_all(path, runs: dict[str, dict]) -> dict[str, dict]:
+    """Every run's resolved parameters; the first invalid one raises, naming the file and the run."""
+    resolved = {}
+    for run, overrides in runs.items():
+        try:
+            resolved[run] = resolve_params(overrides)
+        except ParameterError as err:
+            raise ParameterError(f"{path}, run {run!r}: {err}") from None
+    return resolved
 
 
 def _record_invocation(path: Path, name: str, sweep_file, started_at: str, elapsed: float, status: dict) -> None:
