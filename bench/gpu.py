@@ -24,7 +24,6 @@ import argparse
 import gzip
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, no install needed
 
+from bench.harness import spread, sync, timed, write_report  # noqa: E402
 from hybridlib.model import BiEncoder  # noqa: E402
 from hybridlib.sampler import Batch  # noqa: E402
 from hybridlib.train import train  # noqa: E402
@@ -98,11 +98,6 @@ def build_model(tokenizer, args) -> BiEncoder:
     return BiEncoder(encoder, tokenizer, query_max_length=64, passage_max_length=256).to(args.device)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
 
@@ -126,7 +121,7 @@ def measure_training(tokenizer, args, checkpointing: bool, compile_model: bool) 
     train(model, iter(batches), steps=len(batches), lr=1e-5, mixed_precision="bf16", progress=False,
           callback=lambda step, record: stamps.append(time.perf_counter()))  # loss.item() syncs each step
     step_s = [b - a for a, b in zip(stamps, stamps[1:])][args.warmup :]
-    median = statistics.median(step_s)
+    median = spread(step_s)["median"]
     flops = model_flops_per_step(model.encoder.config, n, 64, 256)
     peak = peak_tflops(device_name(args.device))
     tokens = n * (64 + 256)
@@ -153,18 +148,11 @@ def step_breakdown(model: BiEncoder, batches: list, args) -> dict:
     from hybridlib.loss import InfoNCELoss
     from hybridlib.train import make_optimizer
 
-    def timed(fn) -> list[float]:
-        out = []
-        for batch in batches:
-            sync(args.device)
-            started = time.perf_counter()
-            fn(batch)
-            sync(args.device)
-            out.append(time.perf_counter() - started)
-        return out[args.warmup :]
+    def each_batch(fn) -> list[float]:
+        return [timed(lambda: fn(batch), args.device) for batch in batches][args.warmup :]
 
     tokens = {}
-    tokenize_s = timed(lambda b: tokens.__setitem__(id(b), (model.tokenize(b.queries, "query"),
+    tokenize_s = each_batch(lambda b: tokens.__setitem__(id(b), (model.tokenize(b.queries, "query"),
                                                            model.tokenize(b.passages, "passage"))))
     loss_fn = InfoNCELoss()
     model.train()
@@ -176,14 +164,14 @@ def step_breakdown(model: BiEncoder, batches: list, args) -> dict:
         model.zero_grad(set_to_none=True)
         out.loss.backward()
 
-    fwd_bwd_s = timed(forward_backward)
+    fwd_bwd_s = each_batch(forward_backward)
     optimizer = make_optimizer(model, 1e-5, 0.01)
-    optimizer_s = timed(lambda b: optimizer.step())
+    optimizer_s = each_batch(lambda b: optimizer.step())
     flops = model_flops_per_step(model.encoder.config, args.batch_size, 64, 256)
     peak = peak_tflops(device_name(args.device))
-    median = statistics.median(fwd_bwd_s)
-    return {"tokenize_s": statistics.median(tokenize_s), "forward_backward_s": median,
-            "adamw_fused_s": statistics.median(optimizer_s),
+    median = spread(fwd_bwd_s)["median"]
+    return {"tokenize_s": spread(tokenize_s)["median"], "forward_backward_s": median,
+            "adamw_fused_s": spread(optimizer_s)["median"],
             "forward_backward_mfu": (flops / median / 1e12) / peak if peak else None}
 
 
@@ -251,7 +239,7 @@ def time_metrics(data: dict, q, c) -> dict:
     bench = Benchmark(name="xquad-r", languages=sorted(set(queries["lang"])), queries=queries,
                       candidates=candidates, relevant={k: set(v) for k, v in data["relevant"].items()})
     started = time.perf_counter()
-    result = evaluate_embeddings(bench, q, c)
+    result = evaluate_embeddings(bench, q, c).report
     return {"seconds": time.perf_counter() - started, "map": result["map"], "rank_distance": result["rank_distance"]}
 
 
@@ -289,7 +277,7 @@ def main(argv=None) -> None:
 
     def save(key: str, value) -> None:
         report[key] = value
-        args.out.write_text(json.dumps(report, indent=1))
+        write_report(args.out, report)
         print(key, json.dumps(value), flush=True)
 
     tokenizer = AutoTokenizer.from_pretrained(args.inputs / "tokenizer")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .metrics import METRICS, SETTINGS
-from .stats import MULTI_ONLY, bootstrap_ci, paired_test
+from .metrics import METRICS, MULTI_ONLY, SETTINGS
+from .stats import bootstrap_ci, paired_test
 
 # (metric, setting) pairs that get a bootstrap interval in the evaluation notebook
 INTERVAL_METRICS = [("map", "mono"), ("map", "cross"), ("map", "multi"), ("map@20", "multi"),
@@ -112,7 +112,8 @@ def per_query(run: dict, benchmark: str) -> pd.DataFrame:
 
 @lru_cache(maxsize=128)
 def _read_table(path: str, mtime_ns: int) -> pd.DataFrame:
-    return pd.read_csv(path)
+    # runs recorded before the column got the report's name call it top10_same_lang
+    return pd.read_csv(path).rename(columns={"top10_same_lang": "top10_same_language"})
 
 
 def projection(run: dict, benchmark: str) -> pd.DataFrame:

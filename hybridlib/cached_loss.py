@@ -10,7 +10,8 @@ Batch Size under Memory Limited Setup") splits the computation at the embeddings
         through the encoder; parameter gradients accumulate over the chunks.
 
 Peak activation memory is that of one chunk (plus the [n, n] loss), at the cost of a second forward
-pass. Each chunk's random state (dropout) is recorded before (a) and replayed in (c), so the second
+pass. ``contrastive_loss`` is the plain path (one forward pass with autograd per side); both return a
+``LossOutput`` whose ``loss.backward()`` gives the same gradients, so the training loop does not care which. Each chunk's random state (dropout) is recorded before (a) and replayed in (c), so the second
 forward pass is the same function as the first and the gradients are exact: identical (up to
 floating-point rounding) to embedding the same chunks with autograd and calling ``loss.backward()``.
 """
@@ -24,7 +25,9 @@ from typing import Any, ContextManager
 
 import torch
 
-from hybridlib.loss import LossOutput
+from .loss import LossOutput
+
+Embed = Callable[[list[str], str], torch.Tensor]  # (texts, role) -> embeddings [n, dim]
 
 
 class RandomState:
@@ -49,71 +52,86 @@ class RandomState:
             yield
 
 
-def cached_contrastive_backward(
-    model: torch.nn.Module,
+def check_chunk_size(chunk_size) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"cache_chunk_size must be an int >= 1, got {chunk_size!r}")
+
+
+def contrastive_loss(
+    embed: Embed,
+    queries: Sequence[str],
+    passages: Sequence[str],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], LossOutput],
+    forward_context: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+) -> LossOutput:
+    """The plain path: embed both sides with autograd (inside ``forward_context``), then ``loss_fn``."""
+    with forward_context():
+        query_embeddings, passage_embeddings = embed(list(queries), "query"), embed(list(passages), "passage")
+    return loss_fn(query_embeddings, passage_embeddings)
+
+
+def cached_contrastive_loss(
+    embed: Embed,
     queries: Sequence[str],
     passages: Sequence[str],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], LossOutput],
     chunk_size: int,
     forward_context: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
-    scale_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    check_loss: Callable[[LossOutput], Any] | None = None,
 ) -> LossOutput:
-    """Compute ``loss_fn`` on the embeddings of all pairs and accumulate its gradients, chunk by chunk.
+    """``contrastive_loss`` with the encoder run on at most ``chunk_size`` texts at a time (GradCache).
 
-    Has the effect of ``loss_fn(model.embed(queries), model.embed(passages)).loss.backward()`` with
-    the encoder run on at most ``chunk_size`` texts at a time: gradients are *added* to the ``.grad``
-    of the model's parameters and of ``loss_fn``'s (e.g. a learnable temperature), so zero them first.
+    Passes (a) and (b) run here; the returned ``loss`` is a detached scalar whose backward pass runs (c),
+    as sentence-transformers' ``CachedMultipleNegativesRankingLoss`` does: ``loss.backward()`` (or
+    ``scaler.scale(loss).backward()``) *adds* the same gradients to the encoder's and ``loss_fn``'s
+    parameters as the plain path's backward would, scale included. Nothing is touched before that, so a
+    caller can check the loss first and raise without a gradient changed.
 
     Args:
-        model: a BiEncoder (``tokenize(texts, role)``; calling it on the tokenized batch gives the
-            embeddings). Its train/eval mode is used as is. It must not keep per-batch state across
-            forward passes (e.g. BatchNorm running statistics would be updated twice).
+        embed: ``embed(texts, role)`` -> embeddings [n, dim] with autograd (e.g. ``BiEncoder.embed``). It
+            runs in the module's current train/eval mode and must not keep per-batch state across forward
+            passes (BatchNorm running statistics would be updated twice).
         queries / passages: the ``n`` pairs; pair ``i`` is (queries[i], passages[i]).
         loss_fn: maps query and passage embeddings [n, dim] to a LossOutput (e.g. InfoNCELoss).
-        chunk_size: texts per encoder forward pass (>= 1).
-        forward_context: factory of the context each encoder forward pass runs in, e.g.
+        chunk_size: texts per ``embed`` call (>= 1).
+        forward_context: factory of the context each ``embed`` call runs in, e.g.
             ``lambda: torch.autocast("cuda", dtype=torch.bfloat16)``. The loss is computed outside it.
-        scale_loss: applied to the loss before it is backpropagated, e.g. ``GradScaler.scale`` for
-            fp16 (all gradients then carry the scale, as with ``scaler.scale(loss).backward()``).
-        check_loss: called with the LossOutput before any gradient is computed; raise in it to stop
-            (e.g. on a non-finite loss) with no gradient touched.
-
-    Returns:
-        ``loss_fn``'s LossOutput, with ``loss`` detached (its graph is spent by then) and unscaled.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    check_chunk_size(chunk_size)
     if len(queries) != len(passages):
         raise ValueError(f"got {len(queries)} queries but {len(passages)} passages")
-    sides = [(list(queries), "query"), (list(passages), "passage")]
 
-    # (a) embeddings without autograd; each chunk's tokens and random state are kept for (c)
-    chunks: list[list[tuple[Any, RandomState]]] = []
+    # (a) embeddings without autograd; each chunk's texts and random state are kept for (c)
+    chunks: list[list[tuple[list[str], str, RandomState]]] = []
     embeddings: list[torch.Tensor] = []
-    for texts, role in sides:
+    for texts, role in ((list(queries), "query"), (list(passages), "passage")):
         side_chunks, side_embeddings = [], []
         for start in range(0, len(texts), chunk_size):
-            tokens = model.tokenize(texts[start : start + chunk_size], role)
-            state = RandomState()
+            chunk, state = texts[start : start + chunk_size], RandomState()
             with torch.no_grad(), forward_context():
-                side_embeddings.append(model(tokens))
-            side_chunks.append((tokens, state))
+                side_embeddings.append(embed(chunk, role))
+            side_chunks.append((chunk, role, state))
         chunks.append(side_chunks)
         embeddings.append(torch.cat(side_embeddings).requires_grad_())
 
-    # (b) the loss on the full batch, backpropagated to the embeddings (and loss_fn's parameters)
+    # (b) the loss on the full batch and its gradients with respect to the embeddings and loss_fn's parameters
     out = loss_fn(*embeddings)
-    if check_loss is not None:
-        check_loss(out)
-    (scale_loss(out.loss) if scale_loss is not None else out.loss).backward()
+    loss_params = [p for p in (loss_fn.parameters() if isinstance(loss_fn, torch.nn.Module) else ()) if p.requires_grad]
+    grads = torch.autograd.grad(out.loss, [*embeddings, *loss_params], allow_unused=True)
 
-    # (c) re-embed each chunk with autograd (same randomness) and push its cached gradient through
-    for side_chunks, side_embeddings in zip(chunks, embeddings):
-        if side_embeddings.grad is None:  # the loss does not depend on this side
-            continue
-        for (tokens, state), grad in zip(side_chunks, side_embeddings.grad.split(chunk_size)):
-            with state.replay(), forward_context():
-                chunk_embeddings = model(tokens)
-            chunk_embeddings.backward(grad.to(chunk_embeddings.dtype))
-    return dataclasses.replace(out, loss=out.loss.detach())
+    # (c) when the caller backpropagates: re-embed each chunk with autograd (same randomness) and push its
+    # cached gradient, times the incoming one (a loss scale), through the encoder
+    def backward_hook(grad_output: torch.Tensor) -> None:
+        for param, grad in zip(loss_params, grads[2:]):
+            if grad is not None:
+                param.grad = grad * grad_output if param.grad is None else param.grad + grad * grad_output
+        for side_chunks, side_grad in zip(chunks, grads[:2]):
+            if side_grad is None:  # the loss does not depend on this side
+                continue
+            for (chunk, role, state), grad in zip(side_chunks, side_grad.split(chunk_size)):
+                with state.replay(), torch.enable_grad(), forward_context():  # backward runs with grad off
+                    chunk_embeddings = embed(chunk, role)
+                chunk_embeddings.backward((grad * grad_output).to(chunk_embeddings.dtype))
+
+    loss = out.loss.detach().requires_grad_()
+    loss.register_hook(backward_hook)
+    return dataclasses.replace(out, loss=loss)

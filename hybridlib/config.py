@@ -16,7 +16,9 @@ from pathlib import Path
 import yaml
 
 from .data import BENCHMARKS, benchmark_languages
-from .sampler import KINDS, LANGUAGE_WEIGHTS, MIX_MODES
+from .model import POOLINGS
+from .sampler import KINDS, LANGUAGE_WEIGHTS, MIX_MODES, validate_ratios
+from .train import MIXED_PRECISION_MODES
 
 # Every parameter of a run, with its default. Comments say what each one does.
 DEFAULTS: dict = {
@@ -66,8 +68,9 @@ BOOKKEEPING_KEYS = ("run_name", "point", "output_dir", "checkpoint_every", "save
 _OPTIONAL_INT = ("train_max_groups", "max_groups", "cache_chunk_size")
 _OPTIONAL_STR = ("point",)
 _OPTIONAL_LIST = ("train_languages", "eval_languages")
-_CHOICES = {"pooling": ("mean", "cls"), "mix": MIX_MODES, "language_weights": LANGUAGE_WEIGHTS,
-            "mixed_precision": ("auto", "bf16", "fp16", "no")}
+_CHOICES = {"pooling": POOLINGS, "mix": MIX_MODES, "language_weights": LANGUAGE_WEIGHTS,
+            "mixed_precision": MIXED_PRECISION_MODES}
+_STEPS_OR_FRACTION = ("warmup",)  # a whole number means steps, a number in [0, 1) a fraction of the steps
 
 OVERRIDE_ENV = "HYBRIDLIB_PARAMS_OVERRIDE"
 _YAML_SCIENTIFIC = re.compile(r"^[-+]?\d+(\.\d*)?[eE][-+]?\d+$")
@@ -87,6 +90,12 @@ def _check_type(key: str, value):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ParameterError(f"{key}={value!r}: must be a positive integer or None")
         return value
+    if key in _STEPS_OR_FRACTION:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ParameterError(f"{key}={value!r}: a fraction in [0, 1) or a whole number of steps")
+        if value >= 1 and value != int(value):
+            raise ParameterError(f"{key}={value!r}: a fraction in [0, 1) or a whole number of steps, not both")
+        return int(value) if value >= 1 or isinstance(value, int) else float(value)
     if key in _OPTIONAL_STR:
         if value is not None and (not isinstance(value, str) or not value):
             raise ParameterError(f"{key}={value!r}: must be a non-empty string or None")
@@ -162,15 +171,10 @@ def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> 
         if params[key] not in choices:
             raise ParameterError(f"{key}={params[key]!r}: must be one of {list(choices)}")
 
-    ratios = {kind: params[f"ratio_{kind}"] for kind in KINDS}
-    for kind, value in ratios.items():
-        if value < 0:
-            raise ParameterError(f"ratio_{kind}={value}: ratios must be non-negative")
-    total = sum(ratios.values())
-    if total == 0:
-        raise ParameterError("ratio_mono, ratio_cross and ratio_multi are all 0; give at least one a weight")
-    if abs(total - 1) > 1e-6:
-        raise ParameterError(f"ratio_mono + ratio_cross + ratio_multi = {total:.6g} ({ratios}): they must sum to 1")
+    try:
+        validate_ratios(ratios_of(params), prefix="ratio_")
+    except ValueError as err:
+        raise ParameterError(str(err)) from None
 
     if params["batch_size"] < 1:
         raise ParameterError(f"batch_size={params['batch_size']}: must be a positive integer")
@@ -183,8 +187,6 @@ def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> 
     if params["weight_decay"] < 0 or params["max_grad_norm"] <= 0:
         raise ParameterError("weight_decay must be >= 0 and max_grad_norm > 0, got "
                              f"{params['weight_decay']} and {params['max_grad_norm']}")
-    if params["warmup"] < 0 or (params["warmup"] >= 1 and params["warmup"] != int(params["warmup"])):
-        raise ParameterError(f"warmup={params['warmup']}: a fraction in [0, 1) or a whole number of steps")
     if params["checkpoint_every"] < 0:
         raise ParameterError(f"checkpoint_every={params['checkpoint_every']}: must be 0 (never) or a number of steps")
     for key in ("query_max_length", "passage_max_length", "eval_batch_size"):
@@ -213,7 +215,12 @@ def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> 
 
 
 def differing_params(old: dict, new: dict) -> dict:
-    """Result-relevant keys whose values differ: {key: (old, new)}."""
+    """Result-relevant keys whose values differ: {key: (old, new)}.
+
+    A key missing from a record counts as its default, so a run recorded before a parameter existed (whose
+    default reproduces the earlier behaviour) still counts as finished with the same parameters.
+    """
+    old, new = {**DEFAULTS, **old}, {**DEFAULTS, **new}
     keys = (set(old) | set(new)) - set(BOOKKEEPING_KEYS)
     return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
+from .cache import cache_dir
+
 # --- pinned sources -------------------------------------------------------------------------------
 
 _RAW = "https://raw.githubusercontent.com/google-research-datasets/lareqa/{commit}/{name}/{lang}.json"
@@ -75,14 +77,6 @@ def _spec(name: str) -> dict:
 # --- locating and fetching files ------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    """``HYBRIDLIB_CACHE_DIR`` or ``~/.cache/hybridlib`` (XDG_CACHE_HOME respected)."""
-    if os.environ.get("HYBRIDLIB_CACHE_DIR"):
-        return Path(os.environ["HYBRIDLIB_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hybridlib"
-
-
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -119,7 +113,7 @@ def resolve_files(name: str, languages: list[str], data_dir: str | Path | None =
     """
     spec = _spec(name)
     local = data_dir or os.environ.get("HYBRIDLIB_DATA_DIR")
-    folder = Path(local).expanduser() if local else default_cache_dir() / "data"
+    folder = Path(local).expanduser() if local else cache_dir("data")
     files = {}
     for lang in languages:
         path = folder / name / f"{lang}.json"
@@ -132,7 +126,7 @@ def resolve_files(name: str, languages: list[str], data_dir: str | Path | None =
                     f"{path} is missing: the data folder {folder} (from "
                     f"{'data_dir' if data_dir else 'HYBRIDLIB_DATA_DIR'}) must hold {name}/<lang>.json for "
                     f"every requested language. Copy the file there, or unset HYBRIDLIB_DATA_DIR to download "
-                    f"into {default_cache_dir() / 'data'}."
+                    f"into {cache_dir('data')}."
                 )
             url = _RAW.format(commit=spec["commit"], name=name, lang=lang)
             try:

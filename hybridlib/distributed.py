@@ -12,9 +12,10 @@ rank backpropagates into its own texts only; summing the parameter gradients ove
 (``all_reduce_gradients``) gives the gradient of the global loss, and every rank then takes the
 same optimizer step, so the parameters stay identical without a DistributedDataParallel wrapper.
 
-Without gathering (``train(..., gather_embeddings=False)``) each rank's loss uses its local slice
-only as negatives, and the gradients are averaged instead: plain data parallelism, with
-``world size`` times fewer negatives per query.
+The gathering is the loss's business (``InfoNCELoss(gather_across_ranks=True)``, what a run uses).
+Without it each rank's loss uses its local slice only as negatives, and the gradients are averaged
+instead: plain data parallelism, with ``world size`` times fewer negatives per query.
+``gradient_sync`` picks the right reduction once, before the training loop.
 
 Rank 0 alone writes the step log and checkpoints (every rank loads a checkpoint to resume) and, in
 ``run_experiment``, evaluates and saves; dropout is seeded per step and rank. Backend: NCCL on
@@ -26,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 
 import torch
@@ -199,6 +200,44 @@ def all_reduce_gradients(params: Iterable[torch.nn.Parameter], average: bool) ->
         if not single:
             for g, part in zip(bucket, flat.split([g.numel() for g in bucket])):
                 g.copy_(part.view_as(g))
+
+
+def gradient_sync(encoder_params: list, loss_params: list, gathered: bool) -> Callable[[], None]:
+    """What to do with the gradients after each backward pass so that every rank holds the global gradient.
+
+    With a gathered loss every rank computed the same global loss but backpropagated through its own texts
+    only: the encoder gradients are summed; the loss's own parameters (a learnable temperature) saw the whole
+    loss on every rank, so theirs are averaged (all equal). With local losses everything is averaged (the
+    global loss is the mean of the local ones). A no-op in one process.
+    """
+    if world()[1] == 1:
+        return lambda: None
+    if not gathered:
+        everything = [*encoder_params, *loss_params]
+        return lambda: all_reduce_gradients(everything, average=True)
+
+    def sync() -> None:
+        all_reduce_gradients(encoder_params, average=False)
+        all_reduce_gradients(loss_params, average=True)
+
+    return sync
+
+
+def rank_batches(sampler: Iterable, seed: int, first_step: int) -> Iterator[tuple]:
+    """``(global batch, this rank's slice of it)`` for steps ``first_step, first_step + 1, ...``.
+
+    Under several processes it also checks that every rank drew the same global batch and seeds dropout
+    per step and rank (``step_seed``: different masks per rank, exact on resume). In one process the slice
+    is the batch itself and the random state is left alone.
+    """
+    rank, world_size = world()
+    for step, batch in enumerate(sampler, first_step):
+        if world_size == 1:
+            yield batch, batch
+            continue
+        check_same_batch(batch)
+        torch.manual_seed(step_seed(seed, step, rank))
+        yield batch, shard(batch, rank, world_size)
 
 
 def _buckets(grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:

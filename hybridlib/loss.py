@@ -7,6 +7,10 @@ for query ``i``. With cosine similarities ``s_ij`` and temperature ``t`` the los
 
 averaged over the batch (cross-entropy with the diagonal as targets). The symmetric variant also
 scores each passage against all queries (the transposed logits) and averages the two directions.
+
+Under torchrun, ``gather_across_ranks`` makes the batch the *global* batch: every rank's query and passage
+embeddings are all-gathered (with gradients, ``distributed.gather_with_grad``) before scoring, so negatives
+come from every rank, as sentence-transformers' ``gather_across_devices`` does. In one process it does nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .distributed import gather_with_grad
 
 # Upper bound on the logit scale 1 / temperature (temperature >= 0.01), as in CLIP: an unbounded
 # learnable scale can grow until the softmax saturates and training becomes unstable.
@@ -44,6 +50,8 @@ class InfoNCELoss(nn.Module):
             ``MAX_LOGIT_SCALE`` = 100 in the forward pass, i.e. the temperature never goes below 0.01.
             While clamped the parameter receives no gradient through the scale.
         symmetric: average the query->passage and passage->query cross-entropies.
+        gather_across_ranks: score the global batch of all ranks (see the module docstring); the caller
+            then sums the encoder gradients over the ranks (``distributed.gradient_sync``).
 
     Inputs are L2-normalised inside the forward pass (cheap, and makes the loss correct for
     un-normalised embeddings too). Half-precision inputs are upcast to float32 and autocast is
@@ -55,11 +63,13 @@ class InfoNCELoss(nn.Module):
         temperature: float = 0.05,
         learnable_temperature: bool = False,
         symmetric: bool = False,
+        gather_across_ranks: bool = False,
     ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.symmetric = symmetric
+        self.gather_across_ranks = gather_across_ranks
         self.learnable_temperature = learnable_temperature
         log_scale = torch.tensor(math.log(1.0 / temperature))
         if learnable_temperature:
@@ -84,6 +94,8 @@ class InfoNCELoss(nn.Module):
                 "expected query and passage embeddings of the same shape [n, d], got "
                 f"{tuple(query_embeddings.shape)} and {tuple(passage_embeddings.shape)}"
             )
+        if self.gather_across_ranks:
+            query_embeddings, passage_embeddings = gather_with_grad(query_embeddings), gather_with_grad(passage_embeddings)
         # float32 at least (bf16/fp16 -> float32), float64 stays float64
         dtype = torch.promote_types(query_embeddings.dtype, torch.float32)
         with torch.autocast(device_type=query_embeddings.device.type, enabled=False):

@@ -27,16 +27,22 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .search import same_language_share
+
 SETTINGS = ("mono", "cross", "multi")
 METRICS = ("map", "map@20", "recall@1", "recall@10")
-# per-query column holding each metric (AP of one query; "map" is its mean)
-_COLUMN = {"map": "ap", "map@20": "ap@20", "recall@1": "recall@1", "recall@10": "recall@10"}
+MULTI_ONLY = ("rank_distance", "top10_same_language")  # defined in the pooled (multi) setting only
+# report name -> the per-query column it is the mean of (AP of one query; "map" is its mean)
+COLUMNS = {"map": "ap", "map@20": "ap@20", "recall@1": "recall@1", "recall@10": "recall@10",
+           **{name: name for name in MULTI_ONLY}}
 MULTI_LABEL = "all"  # corpus_lang of pooled-setting rows
+TOP_K = 10  # the pooled top k whose same-language share measures language bias
 
 _MAX_BLOCK = 1 << 24  # score-matrix elements held at once (64 MB of float32)
 
@@ -340,7 +346,7 @@ def summarize_scores(per_query: pd.DataFrame) -> dict:
 
     Works on resampled tables too (duplicate rows weigh double), which is what bootstrap tests need.
     """
-    columns = list(_COLUMN.values())
+    columns = [COLUMNS[metric] for metric in METRICS]
     # one cell per (setting, query language, corpus language): the mean over its queries
     cells = per_query.groupby(["setting", "lang", "corpus_lang"])[columns].mean()
     # per query language: mono/multi have a single cell; cross averages that language's pairs
@@ -354,18 +360,17 @@ def summarize_scores(per_query: pd.DataFrame) -> dict:
         # cross: mean over ordered pairs; mono and multi: mean over query languages
         return _json_float((cells if setting == "cross" else by_lang).loc[setting, column].mean())
 
-    report: dict = {metric: {s: overall(s, col) for s in SETTINGS} for metric, col in _COLUMN.items()}
+    report: dict = {metric: {s: overall(s, COLUMNS[metric]) for s in SETTINGS} for metric in METRICS}
     multi = per_query[per_query["setting"] == "multi"]
-    distance = multi.groupby("lang")["rank_distance"].mean()  # NaN (< 2 relevant) rows are ignored
+    # pooled-only measures: mean per query language (NaN rows, e.g. < 2 relevant, ignored), then over languages
+    pooled = {name: multi.groupby("lang")[name].mean() for name in MULTI_ONLY if name in multi}
     counts = multi.groupby("lang").size()
-    report["rank_distance"] = _json_float(distance.mean())
+    report.update({name: _json_float(by_query_lang.mean()) for name, by_query_lang in pooled.items()})
     report["per_language"] = {
         lang: {
-            **{
-                metric: {s: _json_float(by_lang[col].get((s, lang))) for s in SETTINGS}
-                for metric, col in _COLUMN.items()
-            },
-            "rank_distance": _json_float(distance.get(lang)),
+            **{metric: {s: _json_float(by_lang[COLUMNS[metric]].get((s, lang))) for s in SETTINGS}
+               for metric in METRICS},
+            **{name: _json_float(by_query_lang.get(lang)) for name, by_query_lang in pooled.items()},
             "num_queries": int(counts.get(lang, 0)),
         }
         for lang in langs
@@ -378,22 +383,33 @@ def summarize_scores(per_query: pd.DataFrame) -> dict:
     return report
 
 
+class Evaluation(NamedTuple):
+    """What ``evaluate_embeddings`` returns: the JSON-ready report and the per-query table behind it."""
+
+    report: dict
+    per_query: pd.DataFrame
+
+
 def evaluate_embeddings(
     benchmark,
     query_embeddings: np.ndarray,
     candidate_embeddings: np.ndarray,
     progress: bool = False,
     index: EvalIndex | None = None,
-) -> dict:
-    """Score embeddings on a benchmark in the mono, cross and multi settings (JSON-ready dict).
+) -> Evaluation:
+    """Score embeddings on a benchmark in the mono, cross and multi settings.
 
     Embeddings: float32 arrays, rows aligned with ``benchmark.queries`` / ``benchmark.candidates``,
-    L2-normalised (similarity = inner product). Returns::
+    L2-normalised (similarity = inner product). Returns ``Evaluation(report, per_query)``: the
+    ``per_query_scores`` table, whose pooled rows also carry ``top10_same_language`` (the share of the
+    query's pooled top 10 in its own language, from FAISS: ``search.same_language_share``), and its
+    aggregate ``summarize_scores`` plus counts::
 
         {"map": {"mono", "cross", "multi"}, "map@20": {...}, "recall@1": {...}, "recall@10": {...},
          "rank_distance": float,                       # pooled setting, mean over query languages
+         "top10_same_language": float,                 # pooled setting, mean over query languages
          "per_language": {lang: {"map": {...}, "map@20": {...}, "recall@1": {...}, "recall@10": {...},
-                                 "rank_distance": float, "num_queries": int}},
+                                 "rank_distance": float, "top10_same_language": float, "num_queries": int}},
          "pairs": {query_lang: {corpus_lang: map}},     # diagonal = mono; unscored cross pairs absent
          "num_queries": int, "num_candidates": int, "languages": [...]}
 
@@ -401,8 +417,12 @@ def evaluate_embeddings(
     """
     index = index or build_eval_index(benchmark)
     per_query = per_query_scores(benchmark, query_embeddings, candidate_embeddings, progress=progress, index=index)
+    share = same_language_share(benchmark, query_embeddings, candidate_embeddings, k=TOP_K)
+    multi = per_query["setting"] == "multi"
+    position = {query_id: i for i, query_id in enumerate(index.query_ids)}
+    per_query.loc[multi, "top10_same_language"] = share[[position[q] for q in per_query.loc[multi, "query_id"]]]
     report = summarize_scores(per_query)
     report["num_queries"] = len(index.query_ids)
     report["num_candidates"] = len(index.candidate_lang)
     report["languages"] = list(index.languages)
-    return report
+    return Evaluation(report, per_query)

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .embedded import EMBEDDED_NAME, convert_embedded_model, shared_embedded_tokenizer
+from . import embedded
+from .cache import build_folder, cache_dir
+from .embedded import EMBEDDED_NAME, shared_embedded_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -101,19 +103,24 @@ class BiEncoder(torch.nn.Module):
             limits.append(self.tokenizer.model_max_length)  # e.g. 512 for XLM-R's 514 positions
         return min(limits)
 
-    def tokenize(self, texts: Sequence[str], role: str):
-        """Prefix, tokenize (pad to the longest, truncate to the role's limit), move to device."""
+    def token_ids(self, texts: Sequence[str], role: str) -> list[list[int]]:
+        """Token ids of each text with the role's prefix, truncated to the role's limit, not padded."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not one string")
         prefix = self.prefix(role)
-        batch = self.tokenizer(
-            [prefix + t for t in texts],
-            padding=True,
-            truncation=True,
-            max_length=self.max_length(role),
-            return_tensors="pt",
-        )
-        return batch.to(self.device)
+        return self.tokenizer([prefix + t for t in texts], truncation=True, max_length=self.max_length(role))["input_ids"]
+
+    def collate(self, ids: Sequence[Sequence[int]]) -> dict:
+        """``input_ids`` right-padded to the longest and their ``attention_mask``, on the model's device."""
+        width = max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([list(x) + [pad_id] * (width - len(x)) for x in ids])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+        return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    def tokenize(self, texts: Sequence[str], role: str) -> dict:
+        """Prefix, tokenize, pad to the longest, as tensors on the model's device (``collate(token_ids(...))``)."""
+        return self.collate(self.token_ids(texts, role))
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence vectors [n, dim] from token states [n, seq, dim] (not normalised)."""
@@ -136,26 +143,16 @@ class BiEncoder(torch.nn.Module):
         masks hide padding; rounding aside) for less compute when lengths vary, as in training
         batches where padding to the longest text roughly doubles the tokens.
         """
+        return self.embed_ids(self.token_ids(texts, role), max_padding)
+
+    def embed_ids(self, ids: Sequence[Sequence[int]], max_padding: float | None = None) -> torch.Tensor:
+        """``embed`` for texts already turned into token ids (``token_ids``)."""
         if max_padding is None:
-            return self(self.tokenize(texts, role))
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings, not one string")
-        prefix = self.prefix(role)
-        ids = self.tokenizer(
-            [prefix + t for t in texts], truncation=True, max_length=self.max_length(role)
-        )["input_ids"]
+            return self(self.collate(ids))
         buckets = length_buckets([len(x) for x in ids], max_padding)
-        parts = [self(self._pad([ids[i] for i in bucket])) for bucket in buckets]
+        parts = [self(self.collate([ids[i] for i in bucket])) for bucket in buckets]
         order = torch.tensor([i for bucket in buckets for i in bucket], device=self.device)
         return torch.cat(parts).index_select(0, torch.argsort(order))
-
-    def _pad(self, ids: list[list[int]]) -> dict:
-        """Right-padded input_ids and attention_mask tensors on the model's device."""
-        width = max(len(x) for x in ids)
-        pad_id = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids])
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-        return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def encode(
         self,
@@ -166,39 +163,35 @@ class BiEncoder(torch.nn.Module):
     ) -> np.ndarray:
         """Embeddings as float32 numpy [n, dim], for evaluation.
 
-        Texts are sorted by token count (longest first) so each batch pads only to its own longest
-        text; the result is in the input order. Runs in eval mode under `torch.inference_mode()` and
-        restores the previous mode afterwards.
+        Texts are sorted by token count (longest first, ``encode_batches``) so each batch pads only to
+        its own longest text; the result is in the input order. Runs in eval mode under
+        `torch.inference_mode()` and restores the previous mode afterwards.
         """
         texts = list(texts)
         self._check_role(role)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        prefix = self.prefix(role)
-        lengths = [
-            len(ids)
-            for ids in self.tokenizer(
-                [prefix + t for t in texts], truncation=True, max_length=self.max_length(role)
-            )["input_ids"]
-        ]
-        order = np.argsort(-np.asarray(lengths), kind="stable")
+        batches = self.encode_batches(self.token_ids(texts, role) if texts else [], batch_size)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode(), tqdm(
                 total=len(texts), desc=f"encode {role}", unit="text", disable=not show_progress
             ) as bar:
-                for start in range(0, len(texts), batch_size):
-                    idx = order[start : start + batch_size]
-                    emb = self.embed([texts[i] for i in idx], role)
-                    out[idx] = emb.float().cpu().numpy()
-                    bar.update(len(idx))
+                for rows, ids in batches:
+                    out[rows] = self.embed_ids(ids).float().cpu().numpy()
+                    bar.update(len(rows))
         finally:
             self.train(was_training)
         return out
+
+    @staticmethod
+    def encode_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[tuple[np.ndarray, list]]:
+        """``(rows, their token ids)`` per inference batch: longest texts first, ``batch_size`` at a time."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = np.argsort(-np.asarray([len(x) for x in ids], dtype=np.int64), kind="stable")
+        return [(rows, [ids[i] for i in rows]) for rows in (order[s : s + batch_size]
+                                                            for s in range(0, len(ids), batch_size))]
 
     # ------------------------------------------------------------------ persistence
 
@@ -304,6 +297,24 @@ def _check_overrides(overrides: dict) -> dict:
     if unknown:
         raise TypeError(f"unknown BiEncoder setting(s) {unknown}; allowed: {list(_SETTINGS)}")
     return overrides
+
+
+def convert_embedded_model(root: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """The embedded model as a Hugging Face / sentence-transformers folder in the cache, written once.
+
+    The folder is ``<root>/multilingual-e5-small-q4`` (default root: ``cache.cache_dir()``), built in a
+    temporary sibling and renamed at the end, so an interrupted conversion never leaves a half-written
+    folder; a complete one (it holds ``hybridlib.json``) is reused unless ``force``.
+    """
+    target = (Path(root).expanduser() if root is not None else cache_dir()) / EMBEDDED_NAME
+    if (target / CONFIG_NAME).is_file() and not force:
+        return target
+    with build_folder(target, marker=None if force else CONFIG_NAME) as tmp:
+        encoder, parsed = embedded.build_embedded_model()
+        BiEncoder(encoder, shared_embedded_tokenizer()).save(tmp)  # e5 recipe: mean pooling, e5 prefixes
+        _write_json(tmp / "embedded_source.json", {**embedded.embedded_source(),
+                                                   "format_version": parsed.header.version})
+    return target
 
 
 def load_model(name_or_path: str | os.PathLike, **overrides) -> BiEncoder:

@@ -49,6 +49,14 @@ def metric_vs_ratio(points: pd.DataFrame, metric: str = "map", baseline: float |
     return fig
 
 
+def value_labels(points: pd.DataFrame, column: str, digits: int = 3) -> list[str]:
+    """``"v"`` per row, or ``"v\n[low, high]"`` where the table has the interval columns ``<column>_low/_high``."""
+    if f"{column}_low" not in points or f"{column}_high" not in points:
+        return [f"{value:.{digits}f}" for value in points[column]]
+    return [f"{value:.{digits}f}\n[{low:.{digits}f}, {high:.{digits}f}]"
+            for value, low, high in zip(points[column], points[f"{column}_low"], points[f"{column}_high"])]
+
+
 def ternary(points: pd.DataFrame, column: str = "map_multi", label: str = "pooled mAP"):
     """Each fine-tuned point on the mono/cross/multi simplex, coloured and annotated by ``column``.
 
@@ -71,9 +79,7 @@ def ternary(points: pd.DataFrame, column: str = "map_multi", label: str = "poole
         ax.annotate(f"{name} only", (cx, cy), textcoords="offset points", xytext=away_from_centre(cx, cy, 24),
                     ha="center", va="center", fontsize=10, weight="bold")
     dots = ax.scatter(x, y, c=trained[column], cmap="viridis", s=220, ec="black", zorder=3)
-    for xi, yi, value, low, high in zip(x, y, trained[column], trained.get(f"{column}_low", trained[column]),
-                                        trained.get(f"{column}_high", trained[column])):
-        text = f"{value:.3f}" if low is high else f"{value:.3f}\n[{low:.3f}, {high:.3f}]"
+    for xi, yi, text in zip(x, y, value_labels(trained, column)):
         dx, dy = away_from_centre(xi, yi, 30)
         ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(-dx, -dy if dy else -30), ha="center",
                     va="center", fontsize=8)  # values inside the triangle, clear of the corner names

@@ -44,18 +44,24 @@ class Batch:
         return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
-def validate_ratios(ratios: dict[str, float]) -> dict[str, float]:
-    """Check a kind -> weight mapping and return it complete (missing kinds get 0)."""
+def validate_ratios(ratios: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """Check a kind -> weight mapping and return it complete (missing kinds get 0).
+
+    Errors name each ratio as ``prefix + kind`` (the run parameters call them ``ratio_mono``, ...).
+    """
     unknown = sorted(set(ratios) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown batch kinds {unknown} in ratios; the kinds are {list(KINDS)}")
     full = {kind: float(ratios.get(kind, 0.0)) for kind in KINDS}
-    negative = {kind: value for kind, value in full.items() if not value >= 0}  # also catches NaN
-    if negative:
-        raise ValueError(f"ratios must be non-negative, got {negative}")
+    for kind, value in full.items():
+        if not value >= 0:  # also catches NaN
+            raise ValueError(f"{prefix}{kind}={value}: ratios must be non-negative")
+    names = [prefix + kind for kind in KINDS]
     total = sum(full.values())
+    if total == 0:
+        raise ValueError(f"{', '.join(names[:-1])} and {names[-1]} are all 0; give at least one a weight")
     if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"ratios must sum to 1, got {full} (sum {total:.6g}); rescale them")
+        raise ValueError(f"{' + '.join(names)} = {total:.6g} ({full}): they must sum to 1; rescale them")
     return full
 
 
@@ -156,6 +162,16 @@ class HybridBatchSampler:
                         f"{'that language' if len(small) == 1 else 'those languages'} (train_languages), or "
                         "lower batch_size or the mono ratio"
                     )
+            if counts["mono"] and counts["cross"]:
+                need = counts["mono"] + counts["cross"]
+                sizes = {lang: len(gs) for lang, gs in zip(self.languages, self._groups_by_lang)}
+                if max(sizes.values()) < need:
+                    raise ValueError(
+                        f"mix='within_batch': after its {counts['cross']} cross pairs a batch needs {counts['mono']} "
+                        f"mono pairs from other groups of one language, which only a language with {need} groups "
+                        f"guarantees; none has (groups per language: {sizes}). Lower batch_size or the mono or "
+                        "cross ratio, add pairs, or use mix='per_batch'"
+                    )
             if counts["cross"]:
                 n_cross = sum(len(ls) > 1 for ls in self._langs_of_group)
                 if n_cross < counts["cross"]:
@@ -179,8 +195,16 @@ class HybridBatchSampler:
         return int(free[self._rng.integers(len(free))]) if len(free) else None
 
     def _mono(self, n: int, used: set[int]) -> list[tuple[int, int, int]]:
-        """``n`` pairs in one language: (group, query lang, passage lang)."""
-        lang = self._draw_lang(np.arange(len(self.languages)))  # every language has >= n groups (checked)
+        """``n`` pairs in one language: (group, query lang, passage lang).
+
+        The language is drawn among those with ``n`` groups not yet in the batch: all of them in a batch of
+        mono pairs only (checked at construction); after the cross part of a within_batch batch, those it
+        left enough groups (one always exists, also checked).
+        """
+        free = np.array([len(gs) for gs in self._groups_by_lang])
+        for g in used:
+            free[self._langs_of_group[g]] -= 1
+        lang = self._draw_lang(np.flatnonzero(free >= n))
         pairs = []
         for _ in range(n):
             g = self._draw_group(self._groups_by_lang[lang], used)
@@ -228,12 +252,14 @@ class HybridBatchSampler:
         else:
             counts = largest_remainder(self.ratios, self.batch_size)
         used: set[int] = set()
-        drawn = []
-        for kind, draw in (("mono", self._mono), ("cross", self._cross), ("multi", self._multi)):
+        drawn: dict[str, list] = {kind: [] for kind in KINDS}
+        # the most constrained part first: cross needs groups in two languages, and mono then takes its
+        # groups from one language among what is left (multi takes any free group)
+        for kind, draw in (("cross", self._cross), ("mono", self._mono), ("multi", self._multi)):
             if counts[kind]:
-                drawn += [(kind, *pair) for pair in draw(counts[kind], used)]
+                drawn[kind] = [(kind, *pair) for pair in draw(counts[kind], used)]
         self.batches_drawn += 1
-        return self._to_batch(drawn)
+        return self._to_batch([pair for kind in KINDS for pair in drawn[kind]])
 
     def _to_batch(self, drawn: list[tuple[str, int, int, int]]) -> Batch:
         batch = Batch([], [], [], [], [], [])

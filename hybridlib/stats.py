@@ -22,10 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-# metric name -> (per-query column, setting it is defined in or None for every setting)
-COLUMNS = {"map": "ap", "map@20": "ap@20", "recall@1": "recall@1", "recall@10": "recall@10",
-           "rank_distance": "rank_distance", "top10_same_language": "top10_same_lang"}
-MULTI_ONLY = ("rank_distance", "top10_same_language")
+from .metrics import COLUMNS, MULTI_ONLY
 
 
 @dataclass

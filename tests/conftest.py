@@ -13,9 +13,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # the user cache that `make data` fills. Tests never download.
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "HYBRIDLIB_DATA_DIR" not in os.environ:
-    from hybridlib.data import default_cache_dir
+    from hybridlib.cache import cache_dir
 
-    for _candidate in (_SHARED, default_cache_dir() / "data"):
+    for _candidate in (_SHARED, cache_dir("data")):
         if (_candidate / "mlqa-r").is_dir() and (_candidate / "xquad-r").is_dir():
             os.environ["HYBRIDLIB_DATA_DIR"] = str(_candidate)
             break

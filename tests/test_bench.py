@@ -21,8 +21,10 @@ def test_speed_benchmark_quick_prints_every_ratio(tmp_path):
     for line in ("training ratio ours/theirs =", "evaluation ratio ours/theirs =", "metrics alone:"):
         assert line in out, out[-2000:]
     report = json.loads((tmp_path / "speed.json").read_text())
-    assert report["training"]["identical_input_ids"] is True
-    assert report["training"]["ratio_ours_over_theirs"] > 0
+    assert report["training"]["identical_input_ids"] is True and report["evaluation"]["identical_input_ids"] is True
+    assert report["training"]["ratio_ours_over_theirs"]["median"] > 0
+    assert all(len(times) == 2 for times in report["training"]["step_s"].values())  # 2 measured rounds each
+    assert report["evaluation"]["pooled_map_abs_diff"] <= 1e-4 and report["failed_checks"] == []
 
 
 def test_gpu_benchmark_runs_on_cpu_with_a_tiny_model(tmp_path):

@@ -13,7 +13,9 @@ from collections import Counter
 import pytest
 import torch
 
-from hybridlib.cached_loss import cached_contrastive_backward
+import functools
+
+from hybridlib.cached_loss import cached_contrastive_loss
 from hybridlib.data import load_benchmark, pairs_from_benchmark
 from hybridlib.loss import InfoNCELoss, LossOutput
 from hybridlib.model import tiny_model
@@ -71,7 +73,7 @@ def grads(*modules):
     return out
 
 
-def plain(model, loss_fn, queries, passages, chunk_size=None, context=contextlib.nullcontext):
+def plain(model, loss_fn, queries, passages, chunk_size=None, context=contextlib.nullcontext, max_padding=None):
     """The plain path: embed with autograd (in chunks of chunk_size if given), loss, backward."""
     size = chunk_size or len(queries)
 
@@ -79,7 +81,7 @@ def plain(model, loss_fn, queries, passages, chunk_size=None, context=contextlib
         chunks = []
         for start in range(0, len(texts), size):
             with context():
-                chunks.append(model.embed(texts[start : start + size], role))
+                chunks.append(model.embed(texts[start : start + size], role, max_padding=max_padding))
         return torch.cat(chunks)
 
     out = loss_fn(embed(queries, "query"), embed(passages, "passage"))
@@ -87,8 +89,11 @@ def plain(model, loss_fn, queries, passages, chunk_size=None, context=contextlib
     return out, grads(model, loss_fn)
 
 
-def cached(model, loss_fn, queries, passages, chunk_size, **kwargs):
-    out = cached_contrastive_backward(model, queries, passages, loss_fn, chunk_size, **kwargs)
+def cached(model, loss_fn, queries, passages, chunk_size, scale_loss=None, max_padding=None, **kwargs):
+    """GradCache: the loss, then its backward (scaled like GradScaler.scale when ``scale_loss``)."""
+    embed = functools.partial(model.embed, max_padding=max_padding)
+    out = cached_contrastive_loss(embed, queries, passages, loss_fn, chunk_size, **kwargs)
+    (scale_loss(out.loss) if scale_loss else out.loss).backward()
     return out, grads(model, loss_fn)
 
 
@@ -121,7 +126,7 @@ def test_cached_equals_plain_with_dropout(model, batch, chunk_size, loss_name):
     assert_same(*result, *reference)
     # the replay leaves the random state where one forward pass leaves it
     assert torch.equal(torch.get_rng_state(), after_plain)
-    assert not result[0].loss.requires_grad
+    assert result[0].loss.is_leaf  # its graph is gone; its backward hook ran the chunks' backward passes
     if LOSSES[loss_name].get("learnable_temperature"):
         assert result[1]["1.logit_scale"].abs() > 1e-4  # the temperature gradient is real, and equal
 
@@ -172,7 +177,18 @@ def test_autocast_forward_context(model, batch):
     assert abs(full[0].loss.item() - result[0].loss.item()) > 1e-6
 
 
-def test_scale_loss_scales_every_gradient_and_check_loss_runs_first(model, batch):
+def test_sub_batches_inside_chunks_equal_the_plain_path(model, batch):
+    """GradCache with max_padding (each chunk run as length-sorted sub-batches) equals the plain path with
+    the same sub-batches, dropout included: neither option silently disables the other."""
+    queries, passages = batch
+    loss_fn = InfoNCELoss()
+    torch.manual_seed(5)
+    reference = plain(model, loss_fn, queries, passages, 6, max_padding=0.1)
+    torch.manual_seed(5)
+    assert_same(*cached(model, loss_fn, queries, passages, 6, max_padding=0.1), *reference)
+
+
+def test_scale_loss_scales_every_gradient_and_nothing_moves_before_backward(model, batch):
     queries, passages = batch
     loss_fn = InfoNCELoss(learnable_temperature=True)
     torch.manual_seed(4)
@@ -185,11 +201,9 @@ def test_scale_loss_scales_every_gradient_and_check_loss_runs_first(model, batch
             continue
         assert torch.allclose(scaled[name], grad * 1024.0, atol=1024 * ATOL, rtol=RTOL), name
 
-    def refuse(out):
-        raise FloatingPointError("stop")
-
-    with pytest.raises(FloatingPointError, match="stop"):
-        cached_contrastive_backward(model, queries, passages, loss_fn, 5, check_loss=refuse)
+    # the caller checks the loss before its backward: until then no gradient has been touched
+    out = cached_contrastive_loss(model.embed, queries, passages, loss_fn, 5)
+    assert out.loss.requires_grad
     assert all(p.grad is None for p in [*model.parameters(), *loss_fn.parameters()])
 
 
@@ -197,9 +211,9 @@ def test_rejects_bad_arguments(model, batch):
     queries, passages = batch
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="chunk_size"):
-            cached_contrastive_backward(model, queries, passages, InfoNCELoss(), bad)
+            cached_contrastive_loss(model.embed, queries, passages, InfoNCELoss(), bad)
     with pytest.raises(ValueError, match="passages"):
-        cached_contrastive_backward(model, queries, passages[:-1], InfoNCELoss(), 4)
+        cached_contrastive_loss(model.embed, queries, passages[:-1], InfoNCELoss(), 4)
 
 
 # ---------------------------------------------------------------------- train(cache_chunk_size=...)
@@ -227,18 +241,21 @@ def assert_same_steps(records_a, records_b, abs_tol, grad_rel=1e-4):
 
 def test_train_with_cache_matches_plain_train(base_model, train_pairs):
     """Dropout off: any chunk size gives the plain run's steps (the updates are identical)."""
-    kwargs = {"learnable_temperature": True, "symmetric": True}
-    plain_records = short_train(no_dropout(copy.deepcopy(base_model)), train_pairs, **kwargs)
-    cached_records = short_train(no_dropout(copy.deepcopy(base_model)), train_pairs, cache_chunk_size=4, **kwargs)
+    def loss():
+        return InfoNCELoss(learnable_temperature=True, symmetric=True)
+
+    plain_records = short_train(no_dropout(copy.deepcopy(base_model)), train_pairs, loss_fn=loss())
+    cached_records = short_train(no_dropout(copy.deepcopy(base_model)), train_pairs, cache_chunk_size=4,
+                                 loss_fn=loss())
     assert_same_steps(cached_records, plain_records, abs_tol=1e-5)
 
 
 def test_train_with_cache_replays_dropout(base_model, train_pairs):
     """Dropout on, one chunk per side (the batch size): the same draws as the plain run, step after step.
 
-    The plain run must then be one padded pass per side too (max_padding=None), not sub-batches.
+    Both runs use the same sub-batching (max_padding, the CPU default 0.25), so their forward passes match.
     """
-    plain_records = short_train(copy.deepcopy(base_model), train_pairs, max_padding=None)
+    plain_records = short_train(copy.deepcopy(base_model), train_pairs)
     cached_records = short_train(copy.deepcopy(base_model), train_pairs, cache_chunk_size=16)
     assert_same_steps(cached_records, plain_records, abs_tol=1e-5)
 

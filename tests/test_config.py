@@ -75,3 +75,12 @@ def test_run_folder_with_other_parameters_is_refused(tmp_path):
     experiment.prepare_run_folder({**params, "checkpoint_every": 7, "save_model": False})  # bookkeeping only
     with pytest.raises(ParameterError, match=r"already holds a run with other parameters.*'steps': \(100, 5\)"):
         experiment.prepare_run_folder({**params, "steps": 5})
+
+
+def test_a_parameter_missing_from_an_old_record_counts_as_its_default():
+    from hybridlib.config import differing_params
+
+    params = resolve_params({"steps": 5}, apply_env=False)
+    old = {k: v for k, v in params.items() if k != "cache_chunk_size"}  # recorded before the key existed
+    assert differing_params(old, params) == {}
+    assert differing_params(old, {**params, "cache_chunk_size": 8}) == {"cache_chunk_size": (None, 8)}

@@ -1,5 +1,4 @@
 import json
-import shutil
 from collections import Counter
 
 import pandas as pd
@@ -11,7 +10,6 @@ from hybridlib.data import (
     load_benchmark,
     load_pairs,
     overlap_report,
-    pairs_from_benchmark,
     sha256_of,
 )
 

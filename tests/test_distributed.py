@@ -24,7 +24,7 @@ from hybridlib.train import train
 WORLD = 2
 BATCH = 8
 # gradients clipped at 1.0 (the default): the logged norm shows a gradient of the wrong scale
-TRAIN = {"steps": 3, "lr": 1e-3, "learnable_temperature": True, "progress": False, "seed": 0}
+TRAIN = {"steps": 3, "lr": 1e-3, "progress": False, "seed": 0}  # plus loss_fn=_loss_fn(): a fresh one per run
 # Dropout off: the same gradients up to summation order. AdamW's first steps move each weight by about
 # lr * sign(gradient), so a weight whose gradient is at rounding level can move differently: the
 # training runs freeze the 8M-weight token table (its gradient is checked by the one-step tests).
@@ -56,8 +56,9 @@ def _frozen_table(model):
     return model
 
 
-def _loss_fn() -> InfoNCELoss:
-    return InfoNCELoss(0.05, learnable_temperature=True)  # a trained loss parameter is covered too
+def _loss_fn(gather: bool = True) -> InfoNCELoss:
+    # a trained loss parameter is covered too
+    return InfoNCELoss(0.05, learnable_temperature=True, gather_across_ranks=gather)
 
 
 def _step_sampler(pairs) -> HybridBatchSampler:
@@ -70,12 +71,11 @@ def _train_sampler(pairs) -> HybridBatchSampler:
 
 
 def _one_step(model, loss_fn, batch: Batch, gather: bool) -> dict:
-    """Embed ``batch`` (this rank's slice), loss (on the gathered global batch if ``gather``), backward, all-reduce."""
+    """Embed ``batch`` (this rank's slice), loss (gathered if ``loss_fn`` gathers across ranks, as ``gather``
+    says), backward, all-reduce: summed gradients after a gathered loss, averaged after local ones."""
     q = model.embed(batch.queries, "query")
     p = model.embed(batch.passages, "passage")
-    if gather:
-        q, p = gather_with_grad(q), gather_with_grad(p)
-    out = loss_fn(q, p)
+    out = loss_fn(q, p)  # with gather_across_ranks, over the gathered global batch
     out.loss.backward()
     all_reduce_gradients(model.parameters(), average=not gather)
     all_reduce_gradients(loss_fn.parameters(), average=True)  # full (gather) or local (no gather) on each rank
@@ -104,14 +104,14 @@ def _worker(rank: int, init_file: str, out_dir: str, model, samplers: dict) -> N
         results["gathered"] = _one_step(_copy(base), _loss_fn(), shard(batch, rank, WORLD), gather=True)
 
         # (c) local negatives through train(): one step with lr 0 leaves the averaged gradients in .grad
-        m, loss_fn = _copy(base), _loss_fn()
+        m, loss_fn = _copy(base), _loss_fn(gather=False)
         records = train(m, copy.deepcopy(samplers["step"]), steps=1, lr=0.0, max_grad_norm=None, loss_fn=loss_fn,
-                        progress=False, gather_embeddings=False)
+                        progress=False)
         results["local"] = {"records": records, "grads": _grads(m, loss_fn)}
 
         # (b) 3 steps with gathered embeddings; only rank 0 writes the log and the checkpoint
         m = _frozen_table(_copy(base))
-        records = train(m, copy.deepcopy(samplers["train"]), **TRAIN, log_path=f"{out_dir}/steps.jsonl",
+        records = train(m, copy.deepcopy(samplers["train"]), **TRAIN, loss_fn=_loss_fn(), log_path=f"{out_dir}/steps.jsonl",
                         checkpoint_dir=f"{out_dir}/checkpoint", checkpoint_every=2)
         results["train"] = {"records": records, "params": _params(m)}
 
@@ -124,12 +124,13 @@ def _worker(rank: int, init_file: str, out_dir: str, model, samplers: dict) -> N
         resumable = {**TRAIN, "log_path": f"{out_dir}/resumed.jsonl", "checkpoint_dir": f"{out_dir}/resumed",
                      "checkpoint_every": 1, "cache_chunk_size": 3}
         try:
-            train(_frozen_table(_copy(base)), copy.deepcopy(samplers["train"]), **resumable, callback=stop)
+            train(_frozen_table(_copy(base)), copy.deepcopy(samplers["train"]), **resumable, loss_fn=_loss_fn(),
+                  callback=stop)
         except _Stop:
             pass
         dist.barrier()  # as after a restart: rank 0 has written the checkpoint of step 2
         m = _frozen_table(_copy(base))
-        records = train(m, copy.deepcopy(samplers["train"]), **resumable)
+        records = train(m, copy.deepcopy(samplers["train"]), **resumable, loss_fn=_loss_fn())
         results["resumed"] = {"records": records, "params": _params(m)}
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
@@ -212,7 +213,7 @@ def test_local_negatives_average_the_local_gradients(ranks, pairs, base_model):
 
 def test_training_equals_one_process(ranks, pairs, base_model):
     model = _frozen_table(_copy(base_model))
-    expected = train(model, _train_sampler(pairs), **TRAIN)
+    expected = train(model, _train_sampler(pairs), **TRAIN, loss_fn=_loss_fn())
     expected_params = _params(model)
     for case in ("train", "resumed"):
         for result in ranks:

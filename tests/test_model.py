@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from hybridlib import embedded
-from hybridlib.embedded import EMBEDDED_NAME, cache_root, convert_embedded_model, dequantize_q4_0
-from hybridlib.model import BiEncoder, length_buckets, load_model, tiny_model
+from hybridlib.cache import cache_dir
+from hybridlib.embedded import EMBEDDED_NAME, dequantize_q4_0
+from hybridlib.model import BiEncoder, convert_embedded_model, length_buckets, load_model, tiny_model
 
 TEXTS = [
     "Short one.",
@@ -299,13 +300,27 @@ def test_dequantize_q4_0_hand_built_blocks():
     np.testing.assert_array_equal(dequantize_q4_0(raw, count=40), expected[:40])
 
 
-def test_cache_root_resolution(monkeypatch, tmp_path):
+def test_cache_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("HYBRIDLIB_CACHE_DIR", str(tmp_path / "env"))
-    assert cache_root() == tmp_path / "env"
-    assert cache_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "env"
+    assert cache_dir("pairs") == tmp_path / "env" / "pairs"
     monkeypatch.delenv("HYBRIDLIB_CACHE_DIR")
+    assert cache_dir("data") == tmp_path / "xdg" / "hybridlib" / "data"  # XDG honoured by every cache
+    monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cache_root() == tmp_path / "home" / ".cache" / "hybridlib"
+    assert cache_dir() == tmp_path / "home" / ".cache" / "hybridlib"
+
+
+def test_embedded_decoder_imports_nothing_of_ours():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(embedded.__file__).read_text())
+    imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert not [name for name in imported if name.startswith(("hybridlib", "."))] and all(
+        node.level == 0 for node in ast.walk(tree) if isinstance(node, ast.ImportFrom))
 
 
 def test_failed_conversion_leaves_nothing(monkeypatch, tmp_path):

@@ -159,3 +159,33 @@ def test_duplicate_pair_rows_are_refused(mlqa_pairs):
     doubled = concatenate_datasets([mlqa_pairs.select(range(10)), mlqa_pairs.select(range(1))])
     with pytest.raises(ValueError, match="two rows for group"):
         HybridBatchSampler(doubled, 2, {"multi": 1.0})
+
+
+def _en_de_table(both: int, english_only: int, german_only: int = 0):
+    """A pair table of ``both`` groups in en and de, then ``english_only`` and ``german_only`` groups."""
+    import datasets
+
+    rows = [(f"b{i}", lang) for i in range(both) for lang in ("en", "de")]
+    rows += [(f"e{i}", "en") for i in range(english_only)] + [(f"d{i}", "de") for i in range(german_only)]
+    return datasets.Dataset.from_dict({"group": [g for g, _ in rows], "lang": [lang for _, lang in rows],
+                                       "query": [f"q {g} {lang}" for g, lang in rows],
+                                       "passage": [f"p {g} {lang}" for g, lang in rows]})
+
+
+def test_within_batch_mono_and_cross_draw_when_mono_could_use_up_the_cross_groups():
+    """10 groups, 6 in en+de and 4 in en only, batch 10, mono 0.5 / cross 0.5: the cross part needs 5 of the 6
+    two-language groups, so the mono part must come from what is left (en). Used to raise IndexError."""
+    sampler = HybridBatchSampler(_en_de_table(6, 4), 10, {"mono": 0.5, "cross": 0.5}, mix="within_batch", seed=0)
+    for _ in range(300):
+        batch = next(sampler)
+        assert len(set(batch.groups)) == 10 and batch.kinds == ["mono"] * 5 + ["cross"] * 5
+        mono = [i for i, kind in enumerate(batch.kinds) if kind == "mono"]
+        assert {batch.query_langs[i] for i in mono} == {batch.passage_langs[i] for i in mono} == {"en"}
+        assert all(batch.query_langs[i] != batch.passage_langs[i] for i in range(5, 10))
+
+
+def test_within_batch_mono_and_cross_infeasible_fails_at_construction():
+    """8 groups in en, 8 in de, 6 of them in both: after 5 cross pairs no language is sure to have 5 more."""
+    with pytest.raises(ValueError, match=r"within_batch.*5 mono pairs.*a language with 10 groups.*'de': 8, 'en': 8"
+                                         r".*mix='per_batch'"):
+        HybridBatchSampler(_en_de_table(6, 2, 2), 10, {"mono": 0.5, "cross": 0.5}, mix="within_batch")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hybridlib.data import load_benchmark, pairs_from_benchmark
-from hybridlib.loss import LossOutput
+from hybridlib.loss import InfoNCELoss, LossOutput
 from hybridlib.model import tiny_model
 from hybridlib.sampler import HybridBatchSampler
 from hybridlib.train import make_optimizer, make_scheduler, resolve_warmup_steps, train
@@ -101,8 +101,8 @@ def test_callback_and_eval_mode(run):
 
 def test_same_seed_same_run_and_learnable_temperature(pairs, fresh_model):
     def short_run(seed):
-        return train(fresh_model(), make_sampler(pairs), steps=2, lr=1e-2, learnable_temperature=True,
-                     progress=False, seed=seed)
+        return train(fresh_model(), make_sampler(pairs), steps=2, lr=1e-2,
+                     loss_fn=InfoNCELoss(learnable_temperature=True), progress=False, seed=seed)
 
     a, b = short_run(0), short_run(0)
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-5)
@@ -178,29 +178,68 @@ def test_rejects_unknown_mixed_precision(pairs, base_model):
         train(base_model, make_sampler(pairs), steps=1, mixed_precision="fp8", progress=False)
 
 
-def test_prefetch_gives_the_same_run_and_resumes_exactly(pairs, fresh_model, tmp_path):
-    """Background tokenizing (the GPU default) changes nothing: same batches, same losses; a run cut at a
-    checkpoint and restarted with prefetch gives the uninterrupted run's steps."""
-    def short_run(prefetch):
-        return train(fresh_model(), make_sampler(pairs), steps=4, lr=LR, progress=False, max_padding=None,
-                     prefetch=prefetch)
+class Cut(Exception):
+    """Raised by a callback to stop a run right after a step (as a crash would)."""
 
-    plain, ahead = short_run(False), short_run(True)
-    assert [r["query_langs"] for r in ahead] == [r["query_langs"] for r in plain]
-    assert [r["loss"] for r in ahead] == pytest.approx([r["loss"] for r in plain], rel=1e-6)
-    # cut after step 2 (just checkpointed; the worker has already drawn batch 3), then restarted
-    class Cut(Exception):
-        pass
+
+def test_resume_rewrites_the_log_atomically_and_continues_exactly(pairs, fresh_model, tmp_path, monkeypatch):
+    """A run cut after its step-2 checkpoint and restarted gives the uninterrupted run's steps; the kept part
+    of the log is written to a temporary file and renamed, so a kill during the rewrite loses nothing."""
+    plain = train(fresh_model(), make_sampler(pairs), steps=4, lr=LR, progress=False)
 
     def cut(step, record):
-        if step == 2:
+        if step == 3:  # one step past the checkpoint: the resumed run must drop it from the log
             raise Cut
 
-    kwargs = dict(steps=4, lr=LR, progress=False, max_padding=None, prefetch=True,
-                  checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2)
+    log_path = tmp_path / "steps.jsonl"
+    kwargs = dict(steps=4, lr=LR, progress=False, log_path=log_path, checkpoint_dir=tmp_path / "ckpt",
+                  checkpoint_every=2)
     with pytest.raises(Cut):
         train(fresh_model(), make_sampler(pairs), callback=cut, **kwargs)
+    assert len(log_path.read_text().splitlines()) == 3
+    # a kill while the kept steps are rewritten: the old log must still be there, whole
+    from pathlib import Path
+
+    real_replace = Path.replace
+
+    def killed_before_rename(self, target):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Path, "replace", killed_before_rename)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh_model(), make_sampler(pairs), **kwargs)
+    assert len(log_path.read_text().splitlines()) == 3
+    monkeypatch.setattr(Path, "replace", real_replace)
     resumed = train(fresh_model(), make_sampler(pairs), **kwargs)  # restores weights, optimizer, sampler
-    assert [r["step"] for r in resumed] == [3, 4]
-    assert [r["query_langs"] for r in resumed] == [r["query_langs"] for r in plain[2:]]
-    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in plain[2:]], rel=1e-5)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # the kept steps, then the new ones
+    logged = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert [r["query_langs"] for r in logged] == [r["query_langs"] for r in plain]
+    assert [r["loss"] for r in logged] == pytest.approx([r["loss"] for r in plain], rel=1e-5)
+
+
+def test_whole_number_warmup_means_steps_everywhere(pairs, fresh_model):
+    from hybridlib.config import resolve_params
+
+    for given in (3, 3.0):  # YAML / papermill give 3; Python or a YAML "3.0" may give a float
+        assert resolve_params({"warmup": given, "steps": 5}, apply_env=False)["warmup"] == 3
+    warmup = resolve_params({"warmup": 3, "steps": 5}, apply_env=False)["warmup"]
+    records = train(fresh_model(), make_sampler(pairs), steps=5, lr=LR, warmup_steps=warmup, progress=False)
+    assert [r["lr"] for r in records] == pytest.approx([0.0, LR / 3, 2 * LR / 3, LR, LR / 2])
+
+
+def test_checkpoint_every_without_a_folder_is_an_error(pairs, base_model):
+    with pytest.raises(ValueError, match="checkpoint_every=5 needs a checkpoint_dir"):
+        train(base_model, make_sampler(pairs), steps=1, checkpoint_every=5, progress=False)
+
+
+def test_torch_floor_has_fused_cpu_adamw():
+    """make_optimizer asks for the fused AdamW kernel, which CPU torch has from 2.4 on."""
+    import re
+    from pathlib import Path
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    floor = re.search(r'"torch>=(\d+)\.(\d+)', pyproject)
+    assert floor and (int(floor[1]), int(floor[2])) >= (2, 4), floor
+    model = torch.nn.Linear(3, 3)
+    assert make_optimizer(model, lr=1e-3, weight_decay=0.0).defaults["fused"] is True
