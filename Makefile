@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SWEEP ?= params/demo.yaml
 
-.PHONY: setup test demo data lab
+.PHONY: setup test test-slurm demo demo-alpha data lab
 
 setup: $(VENV)/.installed
 
@@ -19,14 +19,27 @@ $(VENV)/.installed: pyproject.toml
 data: setup
 	$(PY) -c "from hybridlib.data import load_benchmark as l; l('xquad-r'); l('mlqa-r')"
 
-# Unit and integration tests, then every notebook through nbval in the cheap CI profile (params/ci.yaml).
+# Unit and integration tests, then every notebook through nbval in the cheap CI profile (params/ci.yaml); then
+# the tests marked slurm in a pytest run of their own, so its summary line counts them (they use the one-node
+# cluster of .ci/slurm-up.sh, starting it when it is not up; without root and apt-get they skip, saying why).
 test: setup
 	rm -rf .cache/ci-runs  # the CI profile's run folder: always a fresh run
-	HYBRIDLIB_PARAMS_OVERRIDE=params/ci.yaml $(PY) -m pytest -q --nbval-lax --durations=10 tests notebooks
+	HYBRIDLIB_PARAMS_OVERRIDE=params/ci.yaml $(PY) -m pytest -q --nbval-lax --durations=10 -m "not slurm" tests notebooks
+	$(MAKE) --no-print-directory test-slurm
+
+test-slurm: setup
+	@echo "--- the Slurm launcher against a real Slurm (tests marked slurm)"
+	$(PY) -m pytest -q -rs -m slurm tests
 
 demo: setup
 	$(PY) -m hybridlib.sweep $(SWEEP)
 
+# The alpha curve on the mono-cross edge (params/demo-alpha.yaml: 5 alphas x 4 seeds + baseline, ~90 min on 2 cores).
+demo-alpha: setup
+	$(PY) -m hybridlib.sweep params/demo-alpha.yaml
+
+# JupyterLab on loopback (LAB_IP=0.0.0.0 to serve other machines); as root (containers) it needs --allow-root.
+LAB_IP ?= 127.0.0.1
 lab: setup
 	$(PY) -m ipykernel install --user --name hybridlib --display-name "Python (hybridlib)"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ip=$(LAB_IP) $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/

@@ -1,19 +1,24 @@
-"""GPU throughput of hybridlib's training and evaluation paths (issue 5, part 3).
+"""GPU throughput of hybridlib's training and evaluation on real text lengths: padded, packed, packed + compile.
 
-Trains an ``xlm-roberta-base``-sized encoder (random initialisation: speed does not depend on the
-weights) with ``hybridlib.train.train`` at batch 100, queries of 64 and passages of 256 tokens (texts
-long enough to fill both limits), bf16 autocast, fused AdamW, with and without gradient checkpointing
-(and optionally ``torch.compile``). Reports tokens/s, peak GPU memory and model FLOPs utilisation
-(MFU: the model's own FLOPs, 6 x non-embedding parameters per token plus attention, over the chip's
-dense bf16 peak; recomputation under checkpointing is not counted). Then times the encoding of the
-full XQuAD-R (13,090 queries, 13,014 candidates) with ``BiEncoder.encode`` and, if installed, with
-``SentenceTransformer.encode`` on the same weights, plus ``evaluate_embeddings`` when the data
-libraries are there.
+What a researcher pays for is GPU-hours per sweep, i.e. useful (non-padding) tokens per second on real length
+distributions. Batches of ``--batch-size`` pairs are drawn from real pairs (MLQA-R, and an mMARCO-layout sample
+when ``--prepare`` was given one), tokenized with the XLM-R vocabulary, for an ``xlm-roberta-base`` or -large shaped
+encoder with random weights (speed does not depend on the weights), bf16 autocast, fused AdamW. Variants, each a
+``hybridlib.train.train`` loop, interleaved step by step (``bench/harness.py``):
 
-Needs two prepared inputs (the GPU machine has no network and no copy of the data)::
+- ``padded+tokenize``: one pass per side padded to its longest text, the tokenizer called in the step (the path
+  before this round);
+- ``padded``: the same on token ids prepared once (``tokens.PairTokens``);
+- ``packed``: each side as one padding-free sequence with PyTorch's varlen attention (``BiEncoder.embed_packed``);
+- ``packed+compile``: the same with ``torch.compile`` on the encoder.
 
-    python bench/gpu.py --prepare bench/_carry          # here: tokenizer + XQuAD-R texts (~20 MB)
-    python bench/gpu.py --inputs bench/_carry --out $OUT/gpu.json   # on the GPU machine
+Reported per variant: median step time (with min and max over rounds), useful tokens/s, MFU counted on useful
+tokens only (6 x non-embedding parameters per token plus attention, over the chip's dense bf16 peak), peak memory;
+the ratio of useful tokens/s to ``padded+tokenize``. Then the full XQuAD-R encode: padded fp32 (as evaluation runs
+today), padded bf16, packed bf16.
+
+    python bench/gpu.py --prepare bench/_carry [--mmarco DIR]    # here: tokenizer, texts, token ids (~30 MB)
+    python bench/gpu.py --inputs bench/_carry --out $OUT/gpu.json  # on the GPU machine (no network needed)
 
 Every finished measurement is written to the JSON report at once, so a run cut short keeps them.
 """
@@ -28,252 +33,207 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, no install needed
 
-from bench.harness import spread, sync, timed, write_report  # noqa: E402
-from hybridlib.model import BiEncoder  # noqa: E402
+from bench.harness import StepByStep, interleave, machine, ratio, spread, sync, timed, write_report  # noqa: E402
+from hybridlib.model import BiEncoder, varlen_available  # noqa: E402
 from hybridlib.sampler import Batch  # noqa: E402
+from hybridlib.tokens import PairTokens  # noqa: E402
 from hybridlib.train import train  # noqa: E402
 
 # dense bf16 tensor-core peak (no sparsity), from the vendors' data sheets
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+SHAPES = {"base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+          "large": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096),
+          "tiny": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128)}
+MAX_LENGTHS = {"query": 64, "passage": 256}  # params/paper-common.yaml
 
 
-def prepare(folder: Path) -> None:
-    """Write the XLM-R tokenizer and the XQuAD-R texts (queries, candidates, relevance) to ``folder``."""
-    from hybridlib.data import load_benchmark
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def prepare(folder: Path, mmarco: Path | None) -> None:
+    """Write the XLM-R tokenizer, the pair sources' texts and token ids, and XQuAD-R's texts to ``folder``."""
+    from hybridlib.data import load_benchmark, pairs_from_benchmark
     from hybridlib.embedded import shared_embedded_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    shared_embedded_tokenizer().save_pretrained(folder / "tokenizer")
+    tokenizer = shared_embedded_tokenizer()
+    tokenizer.save_pretrained(folder / "tokenizer")
+    encoder = BiEncoder(_random_encoder(tokenizer, "tiny"), tokenizer, query_prefix="", passage_prefix="",
+                        query_max_length=MAX_LENGTHS["query"], passage_max_length=MAX_LENGTHS["passage"])
+    sources = {"mlqa-r": pairs_from_benchmark(load_benchmark("mlqa-r"))}
+    if mmarco is not None:
+        from hybridlib.pair_sources import mmarco_pairs
+
+        sources["mmarco"] = mmarco_pairs(["en", "de", "zh"], max_groups=3000, base_url=mmarco, progress=False)
+    for name, pairs in sources.items():
+        PairTokens.build(pairs, encoder, cache=False).save(folder / f"pairs-{name}.npz")
+        with gzip.open(folder / f"pairs-{name}.json.gz", "wt", encoding="utf-8") as f:
+            json.dump({"query": list(pairs["query"]), "passage": list(pairs["passage"])}, f)
     bench = load_benchmark("xquad-r")
-    texts = {
-        "queries": {"id": list(bench.queries["id"]), "text": list(bench.queries["text"])},
-        "candidates": {"id": list(bench.candidates["id"]), "text": list(bench.candidates["text"])},
-        "relevant": {q: sorted(c) for q, c in bench.relevant.items()},
-    }
     with gzip.open(folder / "xquad-r.json.gz", "wt", encoding="utf-8") as f:
-        json.dump(texts, f)
-    print(f"wrote {folder}: tokenizer/, xquad-r.json.gz ({len(texts['queries']['id'])} queries)")
+        json.dump({"queries": list(bench.queries["text"]), "candidates": list(bench.candidates["text"])}, f)
+    print(f"wrote {folder}: tokenizer/, {', '.join(f'pairs-{n}' for n in sources)}, xquad-r.json.gz")
+
+
+def load_pairs(folder: Path, name: str) -> tuple[PairTokens, dict]:
+    tokens = PairTokens.load(folder / f"pairs-{name}.npz")
+    with gzip.open(folder / f"pairs-{name}.json.gz", "rt", encoding="utf-8") as f:
+        return tokens, json.load(f)
+
+
+def draw_batches(tokens: PairTokens, texts: dict, batch: int, count: int, seed: int) -> list[Batch]:
+    """Batches of random pairs (real texts, real lengths); every variant gets this same list."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        rows = rng.choice(len(tokens), size=batch, replace=False).tolist()
+        batches.append(Batch(kinds=["mono"] * batch, groups=[str(r) for r in rows], query_langs=["x"] * batch,
+                             passage_langs=["x"] * batch, queries=[texts["query"][r] for r in rows],
+                             passages=[texts["passage"][r] for r in rows], query_rows=rows, passage_rows=rows))
+    return batches
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+def _random_encoder(tokenizer, size: str):
+    from transformers import AutoModel, XLMRobertaConfig
+
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **SHAPES[size])
+    return AutoModel.from_config(config, attn_implementation="sdpa", add_pooling_layer=False)
+
+
+def build_model(tokenizer, args, compile_model: bool = False) -> BiEncoder:
+    model = BiEncoder(_random_encoder(tokenizer, args.size), tokenizer, query_prefix="", passage_prefix="",
+                      query_max_length=MAX_LENGTHS["query"], passage_max_length=MAX_LENGTHS["passage"])
+    model = model.to(args.device)
+    if compile_model:
+        model.encoder = torch.compile(model.encoder, dynamic=True)
+    return model
+
+
+def useful_flops(config, lengths: list[int]) -> float:
+    """Training FLOPs on the real tokens of texts with these lengths: 6 N per token plus attention."""
+    d, layers = config.hidden_size, config.num_hidden_layers
+    n = layers * (4 * d * d + 2 * d * config.intermediate_size)  # Q, K, V, O and the feed-forward weights
+    return sum(6 * n * length + 12 * layers * d * length * length for length in lengths)
 
 
 def peak_tflops(name: str) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def model_flops_per_step(config, batch: int, query_len: int, passage_len: int) -> float:
-    """Training FLOPs of one step: 6 N per token (forward + backward) plus attention scores and mixing."""
-    d, layers, ff = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    per_layer = 4 * d * d + 2 * d * ff  # weights of Q, K, V, O and the two feed-forward matrices
-    n = layers * per_layer
-    total = 0.0
-    for seq in (query_len, passage_len):
-        total += 6 * n * batch * seq + 12 * layers * batch * seq * seq * d
-    return total
+# ------------------------------------------------------------------------------------------ measurements
 
 
-def long_texts(count: int, words: int, seed: int) -> list[str]:
-    """Texts of random words, long enough to be truncated at the max length (every row is full)."""
-    import random
-
-    rng = random.Random(seed)
-    vocab = "the of and to in retrieval language model passage query batch training data".split()
-    return [" ".join(rng.choice(vocab) for _ in range(words)) for _ in range(count)]
-
-
-def build_model(tokenizer, args) -> BiEncoder:
-    from transformers import AutoModel, XLMRobertaConfig
-
-    torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(tokenizer))  # defaults are xlm-roberta-base's shape
-    if args.size == "large":  # xlm-roberta-large's shape
-        config = XLMRobertaConfig(vocab_size=len(tokenizer), num_hidden_layers=24, hidden_size=1024,
-                                  num_attention_heads=16, intermediate_size=4096)
-    if args.tiny:  # CPU smoke test of this script
-        config = XLMRobertaConfig(vocab_size=len(tokenizer), num_hidden_layers=2, hidden_size=64,
-                                  num_attention_heads=2, intermediate_size=128)
-    encoder = AutoModel.from_config(config, attn_implementation=args.attention, add_pooling_layer=False)
-    return BiEncoder(encoder, tokenizer, query_max_length=64, passage_max_length=256).to(args.device)
+VARIANTS = {  # name -> (packing, token ids prepared, torch.compile)
+    "padded+tokenize": (False, False, False),
+    "padded": (False, True, False),
+    "packed": (True, True, False),
+    "packed+compile": (True, True, True),
+}
 
 
-def device_name(device: str) -> str:
-    return torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+def measure_training(tokenizer, tokens: PairTokens, batches: list[Batch], args) -> dict:
+    variants = {k: v for k, v in VARIANTS.items() if k in args.variants}
+    if not varlen_available() and args.device.startswith("cuda"):
+        variants = {k: v for k, v in variants.items() if not v[0]}  # no varlen kernel: padded only
+    steppers, models = {}, {}
+    for name, (packing, pretokenized, compile_model) in variants.items():
+        model = models[name] = build_model(tokenizer, args, compile_model)
 
+        def run(gated, callback, model=model, packing=packing, pretokenized=pretokenized):
+            train(model, gated, steps=len(batches), lr=1e-5, mixed_precision="bf16", packing=packing,
+                  max_padding=None, tokens=tokens if pretokenized else None, progress=False, callback=callback)
 
-def measure_training(tokenizer, args, checkpointing: bool, compile_model: bool) -> dict:
-    model = build_model(tokenizer, args)
-    if checkpointing:
-        model.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if compile_model:
-        model.encoder = torch.compile(model.encoder)
-    n = args.batch_size
-    batches = [
-        Batch(kinds=["cross"] * n, groups=[str(i) for i in range(n)], query_langs=["en"] * n,
-              passage_langs=["de"] * n, queries=long_texts(n, 80, s), passages=long_texts(n, 320, s + 1))
-        for s in range(args.warmup + args.steps)
-    ]
-    sync(args.device)
+        steppers[name] = StepByStep(run, batches)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    stamps = [time.perf_counter()]
-    train(model, iter(batches), steps=len(batches), lr=1e-5, mixed_precision="bf16", progress=False,
-          callback=lambda step, record: stamps.append(time.perf_counter()))  # loss.item() syncs each step
-    step_s = [b - a for a, b in zip(stamps, stamps[1:])][args.warmup :]
-    median = spread(step_s)["median"]
-    flops = model_flops_per_step(model.encoder.config, n, 64, 256)
-    peak = peak_tflops(device_name(args.device))
-    tokens = n * (64 + 256)
-    result = {
-        "gradient_checkpointing": checkpointing, "torch_compile": compile_model, "attention": args.attention,
-        "batch_size": n, "query_tokens": 64, "passage_tokens": 256, "tokens_per_step": tokens,
-        "steps_measured": len(step_s), "median_step_s": median, "min_step_s": min(step_s),
-        "tokens_per_s": tokens / median, "pairs_per_s": n / median,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None,
-        "model_tflops_per_step": flops / 1e12, "achieved_tflops": flops / median / 1e12,
-        "mfu": (flops / median / 1e12) / peak if peak else None,
-        "first_step_s": stamps[1] - stamps[0],
-    }
-    if not compile_model and not checkpointing:
-        result["breakdown"] = step_breakdown(model, batches[: args.warmup + 5], args)
-    del model
+    times = interleave(steppers, args.steps, warmup=args.warmup, progress="train")
+    measured = batches[args.warmup : args.warmup + args.steps]
+    lengths = [[len(x) for x in tokens.ids(b.query_rows, "query") + tokens.ids(b.passage_rows, "passage")]
+               for b in measured]
+    useful = float(np.mean([sum(x) for x in lengths]))
+    padded = float(np.mean([len(b) * (max(x[: len(b)]) + max(x[len(b):])) for b, x in zip(measured, lengths)]))
+    config = next(iter(models.values())).encoder.config
+    flops = float(np.mean([useful_flops(config, x) for x in lengths]))
+    peak = peak_tflops(torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu")
+    result = {"batch_size": args.batch_size, "useful_tokens_per_step": useful, "padded_tokens_per_step": padded,
+              "padding_factor": padded / useful, "useful_tflops_per_step": flops / 1e12, "variants": {}}
+    for name, step_s in times.items():
+        median = spread(step_s)["median"]
+        result["variants"][name] = {
+            "step_s": spread(step_s), "useful_tokens_per_s": useful / median,
+            "mfu_useful": flops / median / 1e12 / peak if peak else None,
+            "speed_over_padded_tokenize": ratio(times["padded+tokenize"], step_s) if "padded+tokenize" in times else None,
+        }
     if args.device.startswith("cuda"):
-        torch.cuda.empty_cache()
+        result["peak_memory_gib_all_variants"] = torch.cuda.max_memory_allocated() / 2**30
     return result
 
 
-def step_breakdown(model: BiEncoder, batches: list, args) -> dict:
-    """Median seconds of the parts of a step: tokenizing, forward + backward on ready tensors, AdamW."""
-    from hybridlib.loss import InfoNCELoss
-    from hybridlib.train import make_optimizer
-
-    def each_batch(fn) -> list[float]:
-        return [timed(lambda: fn(batch), args.device) for batch in batches][args.warmup :]
-
-    tokens = {}
-    tokenize_s = each_batch(lambda b: tokens.__setitem__(id(b), (model.tokenize(b.queries, "query"),
-                                                           model.tokenize(b.passages, "passage"))))
-    loss_fn = InfoNCELoss()
-    model.train()
-
-    def forward_backward(batch):
-        q, p = tokens[id(batch)]
-        with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16):
-            out = loss_fn(model(q), model(p))
-        model.zero_grad(set_to_none=True)
-        out.loss.backward()
-
-    fwd_bwd_s = each_batch(forward_backward)
-    optimizer = make_optimizer(model, 1e-5, 0.01)
-    optimizer_s = each_batch(lambda b: optimizer.step())
-    flops = model_flops_per_step(model.encoder.config, args.batch_size, 64, 256)
-    peak = peak_tflops(device_name(args.device))
-    median = spread(fwd_bwd_s)["median"]
-    return {"tokenize_s": spread(tokenize_s)["median"], "forward_backward_s": median,
-            "adamw_fused_s": spread(optimizer_s)["median"],
-            "forward_backward_mfu": (flops / median / 1e12) / peak if peak else None}
-
-
-def measure_evaluation(tokenizer, args, data: dict) -> dict:
+def measure_evaluation(tokenizer, data: dict, args) -> dict:
     model = build_model(tokenizer, args)
-    queries, candidates = data["queries"]["text"], data["candidates"]["text"]
-    if args.tiny:
-        queries, candidates = queries[:600], candidates[:600]
-    out: dict = {"queries": len(queries), "candidates": len(candidates), "batch_size": args.eval_batch_size}
-    for precision in ("fp32", "bf16"):
-        kind = "cuda" if args.device.startswith("cuda") else "cpu"
-        ctx = torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
-        model.encode(queries[:512], "query", batch_size=args.eval_batch_size, show_progress=False)  # warm-up
-        sync(args.device)
-        started = time.perf_counter()
-        with ctx:
-            q = model.encode(queries, "query", batch_size=args.eval_batch_size, show_progress=False)
-            c = model.encode(candidates, "passage", batch_size=args.eval_batch_size, show_progress=False)
-        sync(args.device)
-        out[f"ours_encode_{precision}_s"] = time.perf_counter() - started
-        if precision == "fp32":
-            embeddings = (q, c)
-    try:
-        from sentence_transformers import SentenceTransformer
+    queries, candidates = data["queries"], data["candidates"]
+    if args.size == "tiny":
+        queries, candidates = queries[:300], candidates[:300]
+    out = {"queries": len(queries), "candidates": len(candidates), "batch_size": args.eval_batch_size}
+    settings = {"padded fp32": dict(dtype="fp32"), "padded bf16": dict(dtype="bf16"),
+                "packed bf16": dict(dtype="bf16", packed=True)}
+    reference = None
+    for name, kwargs in settings.items():
+        if kwargs.get("packed") and args.device.startswith("cuda") and not varlen_available():
+            out[name] = {"skipped": "no varlen attention kernel in this PyTorch"}
+            continue
+        model.encode(queries[:256], "query", batch_size=args.eval_batch_size, show_progress=False, **kwargs)  # warm-up
+        embeddings = {}
 
-        folder = Path(args.scratch) / "st-model"
-        model.save(folder)
-        st = SentenceTransformer(str(folder), device=args.device)
-        st.encode(queries[:512], batch_size=args.eval_batch_size, prompt="query: ")  # warm-up
-        sync(args.device)
-        started = time.perf_counter()
-        sq = st.encode(queries, batch_size=args.eval_batch_size, prompt="query: ", normalize_embeddings=True)
-        sc = st.encode(candidates, batch_size=args.eval_batch_size, prompt="passage: ", normalize_embeddings=True)
-        sync(args.device)
-        out["sentence_transformers_encode_fp32_s"] = time.perf_counter() - started
-        out["max_abs_embedding_diff_vs_ours"] = float(max(abs(sq - embeddings[0]).max(), abs(sc - embeddings[1]).max()))
-    except Exception as err:  # optional comparison; the GPU machine may lack the package
-        out["sentence_transformers_error"] = repr(err)
-    if args.tiny:  # the smoke test encodes a slice: time the metrics on random embeddings of full size
-        import numpy as np
+        def encode():
+            for role, texts in (("query", queries), ("passage", candidates)):
+                embeddings[role] = model.encode(texts, role, batch_size=args.eval_batch_size, show_progress=False,
+                                                **kwargs)
 
-        rng = np.random.default_rng(0)
-        unit = lambda n: (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True))(rng.standard_normal((n, 64), dtype=np.float32))  # noqa: E731
-        embeddings = (unit(len(data["queries"]["id"])), unit(len(data["candidates"]["id"])))
-    try:
-        out["metrics"] = time_metrics(data, *embeddings)
-    except Exception as err:  # a report without the metrics time beats no report
-        out["metrics"] = {"error": repr(err)}
+        out[name] = {"seconds": timed(encode, args.device)}
+        if reference is None:
+            reference = embeddings
+        else:
+            out[name]["max_abs_diff_vs_padded_fp32"] = max(
+                float(np.abs(embeddings[r] - reference[r]).max()) for r in embeddings)
     return out
-
-
-def time_metrics(data: dict, q, c) -> dict:
-    """evaluate_embeddings on the real relevance, when datasets/pandas are installed here."""
-    try:
-        import datasets
-
-        from hybridlib.data import Benchmark
-        from hybridlib.metrics import evaluate_embeddings
-    except ImportError as err:
-        return {"error": f"not measured here: {err}"}
-    langs = lambda ids: [i.split(":", 1)[0] for i in ids]  # noqa: E731
-    queries = datasets.Dataset.from_dict({**data["queries"], "lang": langs(data["queries"]["id"]),
-                                          "group": [i.split(":", 1)[1] for i in data["queries"]["id"]]})
-    candidates = datasets.Dataset.from_dict({**data["candidates"], "lang": langs(data["candidates"]["id"])})
-    bench = Benchmark(name="xquad-r", languages=sorted(set(queries["lang"])), queries=queries,
-                      candidates=candidates, relevant={k: set(v) for k, v in data["relevant"].items()})
-    started = time.perf_counter()
-    result = evaluate_embeddings(bench, q, c).report
-    return {"seconds": time.perf_counter() - started, "map": result["map"], "rank_distance": result["rank_distance"]}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prepare", type=Path, help="write the inputs into this folder and stop (run here)")
+    ap.add_argument("--mmarco", type=Path, help="with --prepare: a local mMARCO copy (hub layout) to sample lengths from")
     ap.add_argument("--inputs", type=Path, default=Path("bench/_carry"))
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp")) / "gpu.json")
-    ap.add_argument("--scratch", default="/tmp/hybridlib-gpu")
+    ap.add_argument("--size", choices=sorted(SHAPES), default="base", help="xlm-roberta-base or -large shape")
+    ap.add_argument("--source", default="mlqa-r", help="pair source whose lengths the batches follow")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--eval-batch-size", type=int, default=256)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--attention", default="sdpa", help="transformers attn_implementation")
-    ap.add_argument("--size", choices=["base", "large"], default="base", help="xlm-roberta-base or -large shape")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     ap.add_argument("--skip-eval", action="store_true")
-    ap.add_argument("--no-checkpointing-run", action="store_true", help="measure only without checkpointing")
-    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to start)")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--tiny", action="store_true", help="2-layer model, short eval: smoke test on CPU")
-    ap.add_argument("--budget-s", type=float, default=400, help="skip what would start after this many seconds")
     args = ap.parse_args(argv)
     if args.prepare:
-        return prepare(args.prepare)
+        return prepare(args.prepare, args.mmarco)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("no CUDA device: this benchmark measures the GPU path (bench/speed.py is the CPU one)")
-    import transformers
+    args.variants = args.variants.split(",")
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
-    name = device_name(args.device)
-    report: dict = {"device": name, "torch": torch.__version__, "transformers": transformers.__version__,
-                    "peak_bf16_tflops": peak_tflops(name), "args": {k: str(v) for k, v in vars(args).items()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                    "varlen_available": varlen_available()}
 
     def save(key: str, value) -> None:
         report[key] = value
@@ -281,20 +241,13 @@ def main(argv=None) -> None:
         print(key, json.dumps(value), flush=True)
 
     tokenizer = AutoTokenizer.from_pretrained(args.inputs / "tokenizer")
-    runs = [(False, False)] + ([] if args.no_checkpointing_run else [(True, False)]) + ([(False, True)] if args.compile else [])
-    for checkpointing, compile_model in runs:
-        if time.perf_counter() - started > args.budget_s:
-            save(f"train {args.size} ckpt={checkpointing} compile={compile_model}", {"skipped": "time budget"})
-            continue
-        try:
-            result = measure_training(tokenizer, args, checkpointing, compile_model)
-        except Exception as err:
-            result = {"error": repr(err)}
-        save(f"train {args.size} ckpt={checkpointing} compile={compile_model}", result)
-    with gzip.open(args.inputs / "xquad-r.json.gz", "rt", encoding="utf-8") as f:
-        data = json.load(f)
-    if not args.skip_eval and time.perf_counter() - started < args.budget_s:
-        save("evaluation", measure_evaluation(tokenizer, args, data))
+    tokens, texts = load_pairs(args.inputs, args.source)
+    batches = draw_batches(tokens, texts, args.batch_size, args.warmup + args.steps, seed=0)
+    save(f"train {args.size} {args.source}", measure_training(tokenizer, tokens, batches, args))
+    sync(args.device)
+    if not args.skip_eval:
+        with gzip.open(args.inputs / "xquad-r.json.gz", "rt", encoding="utf-8") as f:
+            save(f"evaluation {args.size}", measure_evaluation(tokenizer, json.load(f), args))
     save("wall_s", time.perf_counter() - started)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from .metrics import METRICS, MULTI_ONLY, SETTINGS
+from .records import METRICS_KEYS, DamagedRecord, is_set_aside, read_record
 from .stats import bootstrap_ci, paired_test
 
 # (metric, setting) pairs that get a bootstrap interval in the evaluation notebook
@@ -40,13 +41,23 @@ def find_project_root(start: str | Path | None = None) -> Path:
 
 
 def load_runs(sweep_dir: str | Path) -> list[dict]:
-    """Every finished run (a folder with metrics.json) of a sweep, with its folder under ``"path"``."""
+    """Every finished run (a folder with metrics.json) of a sweep, with its folder under ``"path"``.
+
+    A run whose metrics.json cannot be read is skipped with a warning naming it; folders set aside as damaged
+    (``<run>.damaged-<time>``, see ``hybridlib.records``) are not runs.
+    """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist; run the sweep first (make demo)")
     runs = []
     for path in sorted(sweep_dir.glob("*/metrics.json")):
-        record = json.loads(path.read_text())
+        if is_set_aside(path.parent):
+            continue
+        try:
+            record = read_record(path, METRICS_KEYS)
+        except DamagedRecord as err:
+            warnings.warn(f"skipped run {path.parent.name}: {err}", stacklevel=2)
+            continue
         record["path"] = path.parent
         record["point"] = record["params"].get("point") or record["run_name"]  # seeds of one point share it
         runs.append(record)
@@ -56,6 +67,7 @@ def load_runs(sweep_dir: str | Path) -> list[dict]:
 
 
 def run_label(params: dict) -> str:
+    """"mono/cross/multi mix" of a fine-tuned run; "no fine-tuning" for a ``steps: 0`` run (its ratios mean nothing)."""
     if params["steps"] == 0:
         return "no fine-tuning"
     return f"{params['ratio_mono']:.2g}/{params['ratio_cross']:.2g}/{params['ratio_multi']:.2g} {params['mix']}"
@@ -69,12 +81,16 @@ def scores_table(runs: list[dict], benchmark: str) -> pd.DataFrame:
             continue
         params, result = run["params"], run["benchmarks"][benchmark]
         row = {"run": run["run_name"], "point": run["point"], "label": run_label(params), "steps": params["steps"], "seed": params["seed"],
-               "mix": params["mix"], **{f"ratio_{k}": params[f"ratio_{k}"] for k in SETTINGS}}
+               "mix": params["mix"] if params["steps"] else None, **training_ratios(params)}
         for metric in METRICS:
             for setting in SETTINGS:
                 row[f"{metric}_{setting}"] = result[metric][setting]
         row["rank_distance"] = result["rank_distance"]
         row["top10_same_language"] = result.get("top10_same_language")
+        probe, centred = result.get("language_probe") or {}, result.get("centred") or {}
+        row["language_probe"] = probe.get("accuracy")  # None: recorded before the bias measures existed
+        row["map_centred_multi"] = (centred.get("map") or {}).get("multi")
+        row["rank_distance_centred"] = centred.get("rank_distance")
         row["train_seconds"] = run["timings"].get("train_seconds")
         rows.append(row)
     return pd.DataFrame(rows).set_index("run")
@@ -143,7 +159,7 @@ def point_scores(runs: list[dict], benchmark: str, metrics=INTERVAL_METRICS, rep
         params = members[0]["params"]
         tables = [per_query(run, benchmark) for run in members]
         row = {"point": point, "label": run_label(params), "steps": params["steps"], "seeds": len(members),
-               **{f"ratio_{k}": params[f"ratio_{k}"] for k in SETTINGS}}
+               **training_ratios(params)}
         for metric, setting in metrics:
             ci = bootstrap_ci(tables, metric, setting, replicates=replicates)
             key = metric_key(metric, setting)
@@ -158,9 +174,7 @@ def with_intervals(points: pd.DataFrame, metrics=INTERVAL_METRICS, digits: int =
     out = points[["label", "seeds"]].copy()
     for metric, setting in metrics:
         key = metric_key(metric, setting)
-        d = 1 if metric == "rank_distance" else digits
-        out[key] = [f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
-                    for m, lo, hi in zip(points[key], points[f"{key}_low"], points[f"{key}_high"])]
+        out[key] = interval_cells(points, key, 1 if metric.startswith("rank_distance") else digits)
     return out
 
 
@@ -216,3 +230,323 @@ def p_values_against(tests: pd.DataFrame, reference: str, points) -> list:
         if reference in (row.a, row.b):
             found[row.b if row.a == reference else row.a] = row.p_value
     return [found.get(point) for point in points]
+
+
+# --- untrained points, language bias (hybridlib.bias) --------------------------------------------------------
+
+
+def training_ratios(params: dict) -> dict:
+    """``ratio_mono/cross/multi`` of a run; NaN for a ``steps: 0`` run, which draws no batches (not trained)."""
+    return {f"ratio_{k}": params[f"ratio_{k}"] if params["steps"] else float("nan") for k in SETTINGS}
+
+
+def interval_cells(table: pd.DataFrame, key: str, digits: int = 3) -> list[str]:
+    """``"mean [low, high]"`` per row from the columns ``key``, ``key_low``, ``key_high`` ("n/a" where missing)."""
+    def cell(m, lo, hi):
+        if pd.isna(m):
+            return "n/a"
+        return f"{m:.{digits}f}" if pd.isna(lo) or pd.isna(hi) else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    return [cell(m, lo, hi) for m, lo, hi in zip(table[key], table[f"{key}_low"], table[f"{key}_high"])]
+
+
+def has_bias_measures(runs: list[dict], benchmark: str) -> bool:
+    """Whether every run on ``benchmark`` recorded the probe and the centring (runs from before they existed did not)."""
+    results = [run["benchmarks"][benchmark] for run in runs if benchmark in run["benchmarks"]]
+    return bool(results) and all(r.get("language_probe") is not None and "centred" in r for r in results)
+
+
+def probe_scores(runs: list[dict], benchmark: str) -> pd.DataFrame:
+    """One row per sweep point: the language-identity probe's accuracy (mean over seeds), its 95% interval and
+    chance level.
+
+    The interval is the Wilson interval over the candidates at the seed-mean accuracy (the seeds share the
+    candidates); ``language_probe_seed_std`` is the spread of the seeds. Points without a probe are left out.
+    """
+    from .bias import wilson_interval
+
+    rows = []
+    for point, members in runs_by_point(runs, benchmark).items():
+        probes = [run["benchmarks"][benchmark].get("language_probe") for run in members]
+        if any(p is None for p in probes):
+            continue
+        accuracy = [p["accuracy"] for p in probes]
+        mean, n = sum(accuracy) / len(accuracy), probes[0]["candidates"]
+        low, high = wilson_interval(round(mean * n), n)
+        params = members[0]["params"]
+        rows.append({"point": point, "label": run_label(params), "steps": params["steps"], "seeds": len(members),
+                     **training_ratios(params), "language_probe": mean, "language_probe_low": low,
+                     "language_probe_high": high, "language_probe_seed_std": pd.Series(accuracy).std(ddof=1)
+                     if len(accuracy) > 1 else 0.0, "chance": probes[0]["chance"], "folds": probes[0]["folds"],
+                     "candidates": n, "split": probes[0]["split"]})
+    return pd.DataFrame(rows).set_index("point") if rows else pd.DataFrame()
+
+
+def probe_per_language(runs: list[dict], benchmark: str) -> pd.DataFrame:
+    """Long table (run, point, lang, setting="probe", value): the probe's accuracy per candidate language."""
+    rows = [(run["run_name"], run["point"], lang, "probe", value)
+            for run in runs if (run["benchmarks"].get(benchmark) or {}).get("language_probe")
+            for lang, value in run["benchmarks"][benchmark]["language_probe"]["per_language"].items()]
+    return pd.DataFrame(rows, columns=["run", "point", "lang", "setting", "value"])
+
+
+CENTRING_MEASURES = ("map_mono", "map_multi", "map_mono_centred", "map_multi_centred", "map_multi_gain", "map_gap",
+                     "map_gap_centred", "map_gap_closed", "rank_distance", "rank_distance_centred",
+                     "rank_distance_removed")
+
+
+def centring_effect(runs: list[dict], benchmark: str, replicates: int = 2000, level: float = 0.95,
+                    seed: int = 0) -> pd.DataFrame:
+    """One row per sweep point: what per-language mean-centring (``hybridlib.bias``) changes, with 95% intervals.
+
+    Columns (each with ``_low`` / ``_high``): map_mono, map_multi and their centred values, map_multi_gain
+    (centred - plain pooled mAP), map_gap (mono - pooled mAP), map_gap_centred, map_gap_closed (1 - centred gap /
+    gap: the share of the gap that disappears), rank_distance, rank_distance_centred, rank_distance_removed
+    (1 - centred / plain). Intervals: a percentile bootstrap that resamples question clusters and seeds as
+    ``stats.bootstrap_ci`` does, the same draws for every measure of a point (so the derived shares are paired).
+    Points whose runs lack the centred columns are left out.
+    """
+    import numpy as np
+
+    from .stats import cell_sums, shared_units
+
+    parts_of = {"map_mono": ("map", "mono"), "map_multi": ("map", "multi"), "map_mono_centred": ("map_centred", "mono"),
+                "map_multi_centred": ("map_centred", "multi"), "rank_distance": ("rank_distance", "multi"),
+                "rank_distance_centred": ("rank_distance_centred", "multi")}
+    alpha = (1 - level) / 2
+    rows = []
+    for point, members in runs_by_point(runs, benchmark).items():
+        tables = [per_query(run, benchmark) for run in members]
+        if not all("ap_centred" in t for t in tables):
+            continue
+        groups = shared_units(tables)  # the resampling units (paragraph clusters where recorded)
+        rng = np.random.default_rng(seed)
+        weights = np.vstack([np.ones(len(groups)),  # row 0: the plain scores
+                             rng.multinomial(len(groups), np.full(len(groups), 1 / len(groups)), size=replicates)])
+        picks = rng.integers(0, len(tables), size=(replicates, len(tables)))  # seeds drawn with replacement
+        values = {}
+        for name, (metric, setting) in parts_of.items():
+            scores = np.stack([cell_sums(t, metric, setting, groups).score(weights) for t in tables], axis=1)
+            values[name] = np.concatenate([[scores[0].mean()],
+                                           np.take_along_axis(scores[1:], picks, axis=1).mean(axis=1)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values["map_multi_gain"] = values["map_multi_centred"] - values["map_multi"]
+            values["map_gap"] = values["map_mono"] - values["map_multi"]
+            values["map_gap_centred"] = values["map_mono_centred"] - values["map_multi_centred"]
+            values["map_gap_closed"] = 1 - values["map_gap_centred"] / values["map_gap"]
+            values["rank_distance_removed"] = 1 - values["rank_distance_centred"] / values["rank_distance"]
+        params = members[0]["params"]
+        row = {"point": point, "label": run_label(params), "steps": params["steps"], "seeds": len(members),
+               **training_ratios(params)}
+        for name in CENTRING_MEASURES:
+            replicated = values[name][1:]
+            finite = replicated[np.isfinite(replicated)]  # a share is undefined in a replicate without a gap
+            low, high = np.quantile(finite, [alpha, 1 - alpha]) if len(finite) else (np.nan, np.nan)
+            row.update({name: float(values[name][0]), f"{name}_low": float(low), f"{name}_high": float(high)})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("point") if rows else pd.DataFrame()
+
+
+def centring_summary(effect: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``centring_effect`` as text cells "value [low, high]" for reading."""
+    out = effect[["label", "seeds"]].copy()
+    for name in CENTRING_MEASURES:
+        out[name] = interval_cells(effect, name, 1 if name in ("rank_distance", "rank_distance_centred") else digits)
+    return out
+
+
+# --- what a sweep can resolve; the alpha curve (stats power analysis) ---------------------------------------
+
+# scores where lower is better (less language bias), and their centred variants; every other score: higher
+LOWER_IS_BETTER = ("rank_distance", "top10_same_language")
+
+
+def lower_is_better(key: str) -> bool:
+    """Whether a lower value of the score ``key`` (a metric or a ``metric_key``) is better."""
+    return key.startswith(LOWER_IS_BETTER)
+
+
+def point_tables(runs: list[dict], benchmark: str) -> dict[str, list[pd.DataFrame]]:
+    """The per-query tables of every sweep point (one per seed), in sweep order."""
+    return {point: [per_query(run, benchmark) for run in members]
+            for point, members in runs_by_point(runs, benchmark).items()}
+
+
+def minimal_detectable_differences(runs: list[dict], benchmark: str, metric: str = "map", setting: str = "multi",
+                                   alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """Every pair of sweep points (A before B, as ``paired_tests``): the minimal detectable difference of the
+    sweep's design (``mdd``: the true |A - B| a two-sided level-``alpha`` test detects with probability
+    ``power``), its standard error and the variance components it comes from (``stats.variance_components``:
+    group, seed_a/b, residual_a/b on the per-group scale), estimated from the pair's own per-query tables.
+
+    A pair with p >= alpha and |A - B| below its ``mdd`` is unresolved, not shown equal: "smaller than mdd, if
+    any" (a true difference of mdd would have been found 4 times in 5). With 3 seeds a point's seed component
+    rests on 2 degrees of freedom, so a single pair's mdd is rough; ``resolution`` averages pairs.
+    """
+    from .stats import minimal_detectable_difference, variance_components
+
+    tables = point_tables(runs, benchmark)
+    names = list(tables)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            try:
+                c = variance_components(tables[a], tables[b], metric, setting)
+            except ValueError:  # fewer than two resampling units (a tiny slice on one paragraph): no estimate
+                rows.append({"a": a, "b": b, "mdd": float("nan")})
+                continue
+            rows.append({"a": a, "b": b, "difference": c.difference, "se": c.standard_error(),
+                         "mdd": minimal_detectable_difference(c, alpha=alpha, power=power),
+                         **{k: v for k, v in c.as_dict().items() if k != "difference"}})
+    columns = ["a", "b", "difference", "se", "mdd", "group", "seed_a", "seed_b", "residual_a", "residual_b",
+               "groups", "seeds_a", "seeds_b"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def with_mdd(tests: pd.DataFrame, mdds: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """``paired_tests`` with the pair's ``mdd`` beside it and a reading: "A > B" / "A < B" where p < alpha, else
+    "|A - B| < mdd, if any" (the test would have found a true difference of mdd with the chosen power)."""
+    out = tests.merge(mdds[["a", "b", "mdd"]], on=["a", "b"], how="left")
+    digits = 1 if out["mdd"].abs().max() >= 1 else 3
+
+    def reading(row) -> str:
+        if row.p_value < alpha:
+            return f"{row.a} {'>' if row.difference > 0 else '<'} {row.b}"
+        return f"|{row.a} - {row.b}| < {row.mdd:.{digits}f}, if any"
+
+    out["reading"] = [reading(row) for row in out.itertuples()]
+    return out
+
+
+def edge_point_names(runs: list[dict], benchmark: str) -> list[str]:
+    """The fine-tuned points on the mono-cross edge (ratio_multi == 0), sorted by alpha = ratio_mono."""
+    points = runs_by_point(runs, benchmark)
+    edge = [(members[0]["params"]["ratio_mono"], point) for point, members in points.items()
+            if members[0]["params"]["steps"] > 0 and abs(members[0]["params"]["ratio_multi"]) < 1e-9]
+    return [point for _, point in sorted(edge, key=lambda item: item[0])]
+
+
+def resolution(runs: list[dict], benchmark: str, metric: str = "map", setting: str = "multi", points=None,
+               alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """What the sweep's design resolves for a typical pair of ``points`` (default: the fine-tuned points on the
+    mono-cross edge): the variance components averaged over their pairs (``stats.mean_components``; per point
+    for seed and residual) and the minimal detectable difference of that average pair at the sweep's seeds and
+    groups. ``mdd_holm`` is the same at the first Holm step over the comparisons with the best of them
+    (alpha / (points - 1)), what the confidence set of ``best_alpha`` needs. One row; empty with < 2 points.
+
+    Averaging over pairs steadies the seed part (each point's seed variance has n - 1 degrees of freedom), but
+    the group part grows with how far apart two points are: the average speaks for a typical pair of them.
+    """
+    from itertools import combinations
+
+    from .stats import mean_components, minimal_detectable_difference, variance_components
+
+    tables = point_tables(runs, benchmark)
+    members = edge_point_names(runs, benchmark) if points is None else list(points)
+    pairs = list(combinations(members, 2))
+    columns = ["points", "pairs", "seeds", "groups", "group", "seed", "residual", "se", "mdd", "mdd_holm"]
+    if not pairs:
+        return pd.DataFrame(columns=columns)
+    try:
+        c = mean_components([variance_components(tables[a], tables[b], metric, setting) for a, b in pairs])
+    except ValueError:  # fewer than two resampling units: nothing to estimate from
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame([{"points": ", ".join(members), "pairs": len(pairs), "seeds": c.seeds_a, "groups": c.groups,
+                          "group": c.group, "seed": (c.seed_a + c.seed_b) / 2,
+                          "residual": (c.residual_a + c.residual_b) / 2, "se": c.standard_error(),
+                          "mdd": minimal_detectable_difference(c, alpha=alpha, power=power),
+                          "mdd_holm": minimal_detectable_difference(c, alpha=alpha / max(len(members) - 1, 1),
+                                                                    power=power)}], columns=columns)
+
+
+def best_alpha(runs: list[dict], benchmark: str, metric: str = "map", setting: str = "multi", level: float = 0.05,
+               permutations: int = 10000, replicates: int = 4000) -> pd.DataFrame:
+    """The best alpha (share of mono batches) on the mono-cross edge, with a confidence set.
+
+    One row per fine-tuned point with ratio_multi == 0, by alpha: the score (mean over seeds), and its paired test
+    against the best point (``stats.paired_test``: A = the point, B = the best; ``difference`` = point - best,
+    with its 95% interval; p from the bootstrap over groups and seeds where seeded). ``p_holm`` adjusts the
+    p-values over the comparisons with the best (Holm); the confidence set (``in_set``) is the best and every
+    alpha not significantly worse than it (p_holm >= ``level``). Best = highest score, lowest where
+    ``lower_is_better``. The set is the practical "indistinguishable from the best" reading: the best
+    is chosen from the same data, and two-sided tests keep the set on the generous side.
+    """
+    from .stats import group_contributions
+
+    tables = point_tables(runs, benchmark)
+    edge = edge_point_names(runs, benchmark)
+    columns = ["point", "alpha", "seeds", "score", "difference", "low", "high", "p_value", "p_holm", "best",
+               "in_set"]
+    if not edge:
+        return pd.DataFrame(columns=columns)
+    score = {point: float(group_contributions(tables[point], metric, setting)[1].mean()) for point in edge}
+    best = (min if lower_is_better(metric) else max)(edge, key=lambda point: score[point])
+    rows = []
+    for point in edge:
+        row = {"point": point, "alpha": runs_by_point(runs, benchmark)[point][0]["params"]["ratio_mono"],
+               "seeds": len(tables[point]), "score": score[point], "best": point == best}
+        if point == best:
+            row.update(difference=0.0, low=0.0, high=0.0, p_value=float("nan"))
+        else:
+            test = paired_test(tables[point], tables[best], metric, setting, permutations=permutations,
+                               replicates=replicates)
+            row.update({k: test[k] for k in ("difference", "low", "high", "p_value")})
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=columns[:-2] + ["best"])
+    others = ~out["best"]
+    out["p_holm"] = float("nan")
+    if others.any():
+        out.loc[others, "p_holm"] = holm(out.loc[others, "p_value"])
+    out["in_set"] = out["best"] | (out["p_holm"] >= level)
+    return out[columns]
+
+
+def alpha_confidence_sets(runs: list[dict], benchmark: str, metrics=INTERVAL_METRICS, level: float = 0.05,
+                          permutations: int = 10000, replicates: int = 4000) -> dict[str, pd.DataFrame]:
+    """``best_alpha`` for every (metric, setting), keyed by ``metric_key``."""
+    return {metric_key(metric, setting): best_alpha(runs, benchmark, metric, setting, level, permutations, replicates)
+            for metric, setting in metrics}
+
+
+def alpha_summary(sets: dict[str, pd.DataFrame], digits: int = 3) -> pd.DataFrame:
+    """One row per score of ``alpha_confidence_sets``: the best alpha, its score, the confidence set and the
+    alphas shown worse than the best (Holm-adjusted)."""
+    fmt = lambda alphas: ", ".join(f"{a:g}" for a in alphas) or "none"  # noqa: E731
+    rows = []
+    for key, table in sets.items():
+        if table.empty:
+            continue
+        best = table[table["best"]].iloc[0]
+        d = 1 if key.startswith("rank_distance") else digits
+        rows.append({"score": key, "best alpha": best["alpha"], "best score": round(best["score"], d),
+                     "better": "lower" if lower_is_better(key) else "higher",
+                     "confidence set (not worse than the best, Holm)": fmt(table.loc[table["in_set"], "alpha"]),
+                     "worse than the best": fmt(table.loc[~table["in_set"], "alpha"])})
+    return pd.DataFrame(rows).set_index("score") if rows else pd.DataFrame()
+
+
+def lda_projection(run: dict, benchmark: str) -> pd.DataFrame | None:
+    """The run's candidates on linear discriminant axes over the languages (``ld1``, ``ld2``); None for a run
+    recorded before the LDA projection existed."""
+    path = Path(run["path"]) / f"projection-lda-{benchmark}.csv.gz"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def alpha_statement(table: pd.DataFrame, key: str, mdd: float | None = None) -> str:
+    """One sentence for a ``best_alpha`` table: the best alpha and its score, the confidence set, the alphas
+    shown worse (with their difference and paired interval) and, given ``mdd`` (``resolution``'s ``mdd_holm``),
+    how large a gap to the best the set can hide."""
+    d = 1 if key.startswith("rank_distance") else 3
+    best = table[table["best"]].iloc[0]
+    kept = ", ".join(f"{a:g}" for a in table.loc[table["in_set"], "alpha"])
+    text = (f"{key}: best alpha {best['alpha']:g} ({best['score']:.{d}f}, {'lower' if lower_is_better(key) else 'higher'}"
+            f" is better); confidence set {{{kept}}} (not significantly worse than the best, Holm over "
+            f"{len(table) - 1} comparisons)")
+    worse = table[~table["in_set"]]
+    if len(worse):
+        text += "; worse: " + ", ".join(f"alpha {r.alpha:g} {r.difference:+.{d}f} [{r.low:+.{d}f}, {r.high:+.{d}f}]"
+                                        for r in worse.itertuples())
+    if mdd is not None and (table["in_set"] & ~table["best"]).any():
+        text += (f"; the other members are not shown equal to the best: this design finds a gap of {mdd:.{d}f} "
+                 "to the best 4 times in 5, a smaller one less often")
+    return text + "."

@@ -61,22 +61,40 @@ def contrastive_loss(
     embed: Embed,
     queries: Sequence[str],
     passages: Sequence[str],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], LossOutput],
+    loss_fn: Callable[..., LossOutput],
     forward_context: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+    negatives: Sequence | None = None,
 ) -> LossOutput:
-    """The plain path: embed both sides with autograd (inside ``forward_context``), then ``loss_fn``."""
+    """The plain path: embed both sides with autograd (inside ``forward_context``), then ``loss_fn``.
+
+    ``negatives``: one hard negative per pair, or None where a pair has none (an empty sequence: no negatives at
+    all). They are embedded as passages and given to ``loss_fn`` as [n, dim] embeddings and a mask [n].
+    """
     with forward_context():
         query_embeddings, passage_embeddings = embed(list(queries), "query"), embed(list(passages), "passage")
-    return loss_fn(query_embeddings, passage_embeddings)
+        present = [text for text in negatives or () if text is not None]
+        compact = embed(present, "passage") if present else passage_embeddings[:0]
+    return loss_fn(query_embeddings, passage_embeddings, *_negative_inputs(compact, negatives))
+
+
+def _negative_inputs(compact: torch.Tensor, negatives: Sequence | None) -> tuple:
+    """``()`` without negatives; else the embeddings of the present ones spread to [n, dim] (zeros where a pair has
+    none, differentiable for the present rows) and the mask [n] of the pairs that have one."""
+    if not negatives:
+        return ()
+    mask = torch.tensor([text is not None for text in negatives], device=compact.device)
+    spread = compact.new_zeros((len(negatives), compact.shape[1]))
+    return spread.index_copy(0, mask.nonzero()[:, 0], compact), mask
 
 
 def cached_contrastive_loss(
     embed: Embed,
     queries: Sequence[str],
     passages: Sequence[str],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], LossOutput],
+    loss_fn: Callable[..., LossOutput],
     chunk_size: int,
     forward_context: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+    negatives: Sequence | None = None,
 ) -> LossOutput:
     """``contrastive_loss`` with the encoder run on at most ``chunk_size`` texts at a time (GradCache).
 
@@ -91,19 +109,26 @@ def cached_contrastive_loss(
             runs in the module's current train/eval mode and must not keep per-batch state across forward
             passes (BatchNorm running statistics would be updated twice).
         queries / passages: the ``n`` pairs; pair ``i`` is (queries[i], passages[i]).
-        loss_fn: maps query and passage embeddings [n, dim] to a LossOutput (e.g. InfoNCELoss).
+        loss_fn: maps query and passage embeddings [n, dim] (and hard negatives, see ``contrastive_loss``) to a
+            LossOutput (e.g. InfoNCELoss).
         chunk_size: texts per ``embed`` call (>= 1).
         forward_context: factory of the context each ``embed`` call runs in, e.g.
             ``lambda: torch.autocast("cuda", dtype=torch.bfloat16)``. The loss is computed outside it.
+        negatives: as in ``contrastive_loss``; the present ones are a third side, chunked like the others.
     """
     check_chunk_size(chunk_size)
     if len(queries) != len(passages):
         raise ValueError(f"got {len(queries)} queries but {len(passages)} passages")
+    sides = [(list(queries), "query"), (list(passages), "passage")]
+    if negatives:
+        if len(negatives) != len(queries):
+            raise ValueError(f"got {len(queries)} queries but {len(negatives)} negatives (None where a pair has none)")
+        sides.append(([text for text in negatives if text is not None], "passage"))
 
     # (a) embeddings without autograd; each chunk's texts and random state are kept for (c)
     chunks: list[list[tuple[list[str], str, RandomState]]] = []
     embeddings: list[torch.Tensor] = []
-    for texts, role in ((list(queries), "query"), (list(passages), "passage")):
+    for texts, role in sides:
         side_chunks, side_embeddings = [], []
         for start in range(0, len(texts), chunk_size):
             chunk, state = texts[start : start + chunk_size], RandomState()
@@ -111,20 +136,21 @@ def cached_contrastive_loss(
                 side_embeddings.append(embed(chunk, role))
             side_chunks.append((chunk, role, state))
         chunks.append(side_chunks)
-        embeddings.append(torch.cat(side_embeddings).requires_grad_())
+        side = torch.cat(side_embeddings) if side_embeddings else embeddings[1].new_zeros((0, embeddings[1].shape[1]))
+        embeddings.append(side.requires_grad_())
 
     # (b) the loss on the full batch and its gradients with respect to the embeddings and loss_fn's parameters
-    out = loss_fn(*embeddings)
+    out = loss_fn(*embeddings[:2], *_negative_inputs(embeddings[2], negatives) if negatives else ())
     loss_params = [p for p in (loss_fn.parameters() if isinstance(loss_fn, torch.nn.Module) else ()) if p.requires_grad]
     grads = torch.autograd.grad(out.loss, [*embeddings, *loss_params], allow_unused=True)
 
     # (c) when the caller backpropagates: re-embed each chunk with autograd (same randomness) and push its
     # cached gradient, times the incoming one (a loss scale), through the encoder
     def backward_hook(grad_output: torch.Tensor) -> None:
-        for param, grad in zip(loss_params, grads[2:]):
+        for param, grad in zip(loss_params, grads[len(sides):]):
             if grad is not None:
                 param.grad = grad * grad_output if param.grad is None else param.grad + grad * grad_output
-        for side_chunks, side_grad in zip(chunks, grads[:2]):
+        for side_chunks, side_grad in zip(chunks, grads[: len(sides)]):
             if side_grad is None:  # the loss does not depend on this side
                 continue
             for (chunk, role, state), grad in zip(side_chunks, side_grad.split(chunk_size)):

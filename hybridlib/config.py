@@ -13,12 +13,16 @@ import os
 import re
 from pathlib import Path
 
-import yaml
-
+from . import yamlfile
 from .data import BENCHMARKS, benchmark_languages
-from .model import POOLINGS
+from .loss import LOSS_FORMS
+from .model import ENCODE_BACKENDS, ENCODE_DTYPES, POOLINGS
 from .sampler import KINDS, LANGUAGE_WEIGHTS, MIX_MODES, validate_ratios
 from .train import MIXED_PRECISION_MODES
+
+PACKING_MODES = {"auto": "auto", "on": True, "off": False}  # run parameter -> train(packing=...)
+NEGATIVE_MODES = ("none", "mined", "source")
+VALIDATION_SOURCES = ("squadshifts",)  # streamed sources a validation may name, besides benchmarks and pair files
 
 # Every parameter of a run, with its default. Comments say what each one does.
 DEFAULTS: dict = {
@@ -31,7 +35,9 @@ DEFAULTS: dict = {
     "passage_prefix": "passage: ",
     "query_max_length": 64,  # tokens
     "passage_max_length": 128,  # tokens
-    "train_source": "mlqa-r",  # a benchmark (question -> gold sentence pairs), "mmarco" (streamed), or a .jsonl/.parquet path
+    "train_source": "mlqa-r",  # a benchmark (question -> gold sentence pairs), "mmarco" (streamed), or a .jsonl/.parquet path; or a list of them (each batch from one)
+    "source_weights": "size",  # several train sources: "size" (a batch's source drawn in proportion to its pairs) or one weight per source, summing to 1
+    "negatives": "none",  # hard negatives: "none", "mined" (another sentence of the gold paragraph; benchmarks), "source" (the source's own, e.g. mMARCO's)
     "train_languages": None,  # list of codes, or None for every language of the source
     "train_max_groups": None,  # keep only the first N groups of the training source (None: all)
     "ratio_mono": 0.5,  # share of mono batches (per_batch) or mono pairs (within_batch)
@@ -49,7 +55,9 @@ DEFAULTS: dict = {
     "learnable_temperature": False,
     "freeze_embeddings": False,  # keep the token embedding table fixed (faster on CPU; unseen languages keep theirs)
     "symmetric_loss": False,  # add the passage -> query InfoNCE term
+    "loss_form": "batch",  # with negatives: "batch" (each query vs all positives and negatives) or "paper" (own positive + the negatives, Eq. 1)
     "cache_chunk_size": None,  # GradCache: embed in chunks of N texts so batches beyond GPU memory fit (None: off)
+    "packing": "auto",  # padding-free packed sequences: "auto" (on a CUDA GPU with varlen attention), "on", "off"
     "mixed_precision": "auto",  # "auto" (bf16 on GPU), "bf16", "fp16", "no"
     "device": "auto",  # "auto", "cpu", "cuda", "cuda:1", ...
     "seed": 0,
@@ -57,8 +65,13 @@ DEFAULTS: dict = {
     "eval_languages": None,  # list of codes, or None for every language of each benchmark
     "max_groups": 300,  # evaluation: first N question groups (None: the whole benchmark)
     "eval_batch_size": 64,
+    "encode_backend": "eager",  # "eager" or "compile" (torch.compile, frozen weights: same numbers, faster after a compile)
+    "encode_dtype": "fp32",  # "fp32" or "bf16" (faster on bf16 hardware; the scores change a little)
     "save_model": True,  # write the fine-tuned model into the run folder (never committed)
     "checkpoint_every": 50,  # save the training state every N steps (0: never); a restarted run resumes
+    "validation_source": None,  # None, a benchmark, "squadshifts" (English, streamed from the hub) or a pair file
+    "validate_every": 0,  # steps between validation losses (0: off); the weights of the lowest are kept, evaluated, saved
+    "validation_batches": 10,  # how many fixed batches (seed 0) the validation loss averages
 }
 
 # Keys that say where a run goes or how it is kept, not what it computes: two runs that differ only in
@@ -66,10 +79,12 @@ DEFAULTS: dict = {
 BOOKKEEPING_KEYS = ("run_name", "point", "output_dir", "checkpoint_every", "save_model")
 
 _OPTIONAL_INT = ("train_max_groups", "max_groups", "cache_chunk_size")
-_OPTIONAL_STR = ("point",)
+_OPTIONAL_STR = ("point", "validation_source")
 _OPTIONAL_LIST = ("train_languages", "eval_languages")
 _CHOICES = {"pooling": POOLINGS, "mix": MIX_MODES, "language_weights": LANGUAGE_WEIGHTS,
-            "mixed_precision": MIXED_PRECISION_MODES}
+            "negatives": NEGATIVE_MODES, "loss_form": LOSS_FORMS,
+            "mixed_precision": MIXED_PRECISION_MODES, "packing": PACKING_MODES,
+            "encode_backend": ENCODE_BACKENDS, "encode_dtype": ENCODE_DTYPES}
 _STEPS_OR_FRACTION = ("warmup",)  # a whole number means steps, a number in [0, 1) a fraction of the steps
 
 OVERRIDE_ENV = "HYBRIDLIB_PARAMS_OVERRIDE"
@@ -90,6 +105,8 @@ def _check_type(key: str, value):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ParameterError(f"{key}={value!r}: must be a positive integer or None")
         return value
+    if key == "packing" and isinstance(value, bool):
+        return "on" if value else "off"  # YAML 1.1 reads a bare on / off as true / false
     if key in _STEPS_OR_FRACTION:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
             raise ParameterError(f"{key}={value!r}: a fraction in [0, 1) or a whole number of steps")
@@ -100,6 +117,10 @@ def _check_type(key: str, value):
         if value is not None and (not isinstance(value, str) or not value):
             raise ParameterError(f"{key}={value!r}: must be a non-empty string or None")
         return value
+    if key == "train_source":
+        return _check_train_source(value)
+    if key == "source_weights":
+        return _check_source_weights(value)
     if key in _OPTIONAL_LIST:
         if value is None:
             return None
@@ -135,6 +156,99 @@ def _check_type(key: str, value):
             raise ParameterError(f"{key}={value!r}: must be a non-empty string, got {_type_name(value)}")
         return value
     return value
+
+
+def _check_train_source(value):
+    """A source name or path, or a list of distinct ones (a list of one is that one: the same run)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) and v for v in items):
+        raise ParameterError(f"train_source={value!r}: a source (benchmark, 'mmarco' or pair file) or a non-empty "
+                             "list of them")
+    if len(set(items)) != len(items):
+        raise ParameterError(f"train_source={value!r} names a source twice; list each once")
+    return items[0] if len(items) == 1 else list(items)
+
+
+def _check_source_weights(value):
+    if value == "size":
+        return value
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ParameterError(f"source_weights={value!r}: 'size' or a list of numbers, one per train_source")
+    if not all(v > 0 for v in value):
+        raise ParameterError(f"source_weights={list(value)}: every weight must be positive; drop a source rather "
+                             "than weight it 0")
+    if abs(sum(value) - 1.0) > 1e-6:
+        raise ParameterError(f"source_weights={list(value)} sum to {sum(value):.6g}: they must sum to 1; rescale them")
+    return [float(v) for v in value]
+
+
+def train_sources(params: dict) -> list[str]:
+    """``train_source`` as a list (one name or several)."""
+    source = params["train_source"]
+    return [source] if isinstance(source, str) else list(source)
+
+
+def _check_train_sources(params: dict) -> None:
+    """Every train source exists and has the train languages; the weights and negatives fit the sources."""
+    sources = train_sources(params)
+    weights = params["source_weights"]
+    if weights != "size" and len(weights) != len(sources):
+        raise ParameterError(f"source_weights={weights}: {len(weights)} weight{'s' * (len(weights) != 1)} for the "
+                             f"{len(sources)} train sources "
+                             f"{sources}; give one per source, or 'size'")
+    for source in sources:
+        if source in BENCHMARKS:
+            _check_languages("train_languages", params["train_languages"], [source])
+        elif source == "mmarco":
+            from .pair_sources import MMARCO_LANGUAGES  # lazy: only mMARCO runs need it
+
+            unknown = [lang for lang in params["train_languages"] or [] if lang not in MMARCO_LANGUAGES]
+            if unknown:
+                raise ParameterError(f"train_languages={params['train_languages']}: {unknown} not in mMARCO; it has "
+                                     f"{sorted(MMARCO_LANGUAGES)}")
+        elif not Path(source).expanduser().exists():
+            raise ParameterError(f"train_source={source!r}: neither a benchmark ({sorted(BENCHMARKS)}), 'mmarco', "
+                                 "nor an existing .jsonl/.parquet file")
+        if params["negatives"] == "mined" and source not in BENCHMARKS:
+            raise ParameterError(f"negatives='mined' takes another sentence of a benchmark's gold paragraph, and "
+                                 f"train_source {source!r} is not a benchmark: use negatives='source' (its own "
+                                 "negatives column) or 'none'")
+        if params["negatives"] == "source" and source in BENCHMARKS:
+            raise ParameterError(f"negatives='source' takes the source's own negatives, and the benchmark {source!r} "
+                                 "has none: use negatives='mined' (another sentence of the gold paragraph) or 'none'")
+
+
+def _check_validation(params: dict) -> None:
+    """A validation source that exists and is neither trained nor evaluated on; a validate_every that runs it."""
+    source, every = params["validation_source"], params["validate_every"]
+    if every < 0 or params["validation_batches"] < 1:
+        raise ParameterError(f"validate_every={every} must be >= 0 (0: off) and validation_batches="
+                             f"{params['validation_batches']} >= 1")
+    if params["loss_form"] == "paper" and params["negatives"] == "none":
+        raise ParameterError("loss_form='paper' scores each query against its own positive and the batch's hard "
+                             "negatives, but negatives='none': set negatives to 'mined' or 'source', or use "
+                             "loss_form='batch'")
+    if source is None:
+        if every:
+            raise ParameterError(f"validate_every={every} needs a validation_source: a benchmark "
+                                 f"({sorted(BENCHMARKS)}), 'squadshifts' or a .jsonl/.parquet pair file")
+        return
+    if source not in BENCHMARKS and source not in VALIDATION_SOURCES and not Path(source).expanduser().exists():
+        raise ParameterError(f"validation_source={source!r}: neither a benchmark ({sorted(BENCHMARKS)}), "
+                             f"{' nor '.join(repr(s) for s in VALIDATION_SOURCES)}, nor an existing .jsonl/.parquet file")
+    if not every:
+        raise ParameterError(f"validation_source={source!r} is never used with validate_every=0: set validate_every "
+                             "to a number of steps, or validation_source to None")
+    if params["steps"] and every > params["steps"]:
+        raise ParameterError(f"validate_every={every} > steps={params['steps']}: the validation loss would never be "
+                             "computed; lower validate_every")
+    if source in params["eval_benchmarks"]:
+        raise ParameterError(f"validation_source={source!r} is also in eval_benchmarks: picking the weights on it "
+                             "would tune on the test set; validate on another source (e.g. 'squadshifts')")
+    if source in train_sources(params):
+        raise ParameterError(f"validation_source={source!r} is also a train_source: a loss on training pairs cannot "
+                             "tell when training overfits; validate on another source (e.g. 'squadshifts')")
 
 
 def _check_languages(key: str, languages, sources: list[str]) -> None:
@@ -193,18 +307,8 @@ def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> 
         if params[key] < 1:
             raise ParameterError(f"{key}={params[key]}: must be a positive integer")
 
-    if params["train_source"] in BENCHMARKS:
-        _check_languages("train_languages", params["train_languages"], [params["train_source"]])
-    elif params["train_source"] == "mmarco":
-        from .pair_sources import MMARCO_LANGUAGES  # lazy: only mMARCO runs need it
-
-        unknown = [lang for lang in params["train_languages"] or [] if lang not in MMARCO_LANGUAGES]
-        if unknown:
-            raise ParameterError(f"train_languages={params['train_languages']}: {unknown} not in mMARCO; it has "
-                                 f"{sorted(MMARCO_LANGUAGES)}")
-    elif not Path(params["train_source"]).expanduser().exists():
-        raise ParameterError(f"train_source={params['train_source']!r}: neither a benchmark "
-                             f"({sorted(BENCHMARKS)}), 'mmarco', nor an existing .jsonl/.parquet file")
+    _check_train_sources(params)
+    _check_validation(params)
     _check_languages("eval_languages", params["eval_languages"], params["eval_benchmarks"])
 
     model = params["model"]
@@ -230,10 +334,14 @@ def ratios_of(params: dict) -> dict[str, float]:
 
 
 def load_yaml(path: str | Path) -> dict:
+    """A parameter or sweep file as a dict; ``ParameterError`` naming file, line and column if it is malformed."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"parameter file {path} does not exist")
-    content = yaml.safe_load(path.read_text()) or {}
+    try:
+        content = yamlfile.load_yaml(path) or {}
+    except yamlfile.YAMLFileError as err:
+        raise ParameterError(str(err)) from None  # the CLIs print a ParameterError as one line, exit 2
     if not isinstance(content, dict):
         raise ParameterError(f"{path}: expected a mapping of parameter names to values")
     return content

@@ -23,7 +23,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
-from .cache import cache_dir
+from .cache import cache_dir, file_lock
 
 # --- pinned sources -------------------------------------------------------------------------------
 
@@ -109,7 +109,8 @@ def download_file(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> P
 def resolve_files(name: str, languages: list[str], data_dir: str | Path | None = None) -> dict[str, Path]:
     """Path of each language file of a benchmark, verified against its pinned sha256.
 
-    Looks in ``data_dir``, else ``$HYBRIDLIB_DATA_DIR``, else the user cache (downloading what is missing).
+    Looks in ``data_dir``, else ``$HYBRIDLIB_DATA_DIR``, else the user cache (downloading what is missing, under
+    a lock per file: processes that start together download each file once, the others wait and reuse it).
     """
     spec = _spec(name)
     local = data_dir or os.environ.get("HYBRIDLIB_DATA_DIR")
@@ -118,24 +119,27 @@ def resolve_files(name: str, languages: list[str], data_dir: str | Path | None =
     for lang in languages:
         path = folder / name / f"{lang}.json"
         expected = spec["sha256"][lang]
-        if not local and path.exists() and sha256_of(path) != expected:
-            path.unlink()  # a damaged cached copy (ours to manage): fetch it again below
-        if not path.exists():
-            if local:
-                raise FileNotFoundError(
-                    f"{path} is missing: the data folder {folder} (from "
-                    f"{'data_dir' if data_dir else 'HYBRIDLIB_DATA_DIR'}) must hold {name}/<lang>.json for "
-                    f"every requested language. Copy the file there, or unset HYBRIDLIB_DATA_DIR to download "
-                    f"into {cache_dir('data')}."
-                )
-            url = _RAW.format(commit=spec["commit"], name=name, lang=lang)
-            try:
-                download_file(url, path, expected)
-            except (urllib.error.URLError, TimeoutError, OSError) as err:
-                raise RuntimeError(
-                    f"could not download {url} ({err}). With no network, put the LAReQA files in a folder as "
-                    f"<folder>/{name}/{lang}.json and pass data_dir=<folder> or set HYBRIDLIB_DATA_DIR=<folder>."
-                ) from err
+        if local and not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing: the data folder {folder} (from "
+                f"{'data_dir' if data_dir else 'HYBRIDLIB_DATA_DIR'}) must hold {name}/<lang>.json for "
+                f"every requested language. Copy the file there, or unset HYBRIDLIB_DATA_DIR to download "
+                f"into {cache_dir('data')}."
+            )
+        if not local:  # the cache is ours: whoever holds the file's lock checks it and fetches what is missing
+            with file_lock(path.with_name(f".{path.name}.lock")):  # concurrent first runs download it once
+                if path.exists() and sha256_of(path) != expected:
+                    path.unlink()  # a damaged cached copy: fetch it again
+                if not path.exists():
+                    url = _RAW.format(commit=spec["commit"], name=name, lang=lang)
+                    try:
+                        download_file(url, path, expected)
+                    except (urllib.error.URLError, TimeoutError, OSError) as err:
+                        raise RuntimeError(
+                            f"could not download {url} ({err}). With no network, put the LAReQA files in a folder "
+                            f"as <folder>/{name}/{lang}.json and pass data_dir=<folder> or set "
+                            f"HYBRIDLIB_DATA_DIR=<folder>."
+                        ) from err
         got = sha256_of(path)
         if got != expected:
             raise ValueError(f"{path} has sha256 {got}, expected {expected} (pinned): the file is damaged or "
@@ -261,12 +265,25 @@ def load_benchmark(
 # --- pair tables ----------------------------------------------------------------------------------
 
 PAIR_COLUMNS = ("group", "lang", "query", "passage")
+# Optional: a hard negative (text, in the passage's language), and language-independent ids that say what the
+# passage and the negative are relevant to: equal ids = the same answer, whatever the language. The sampler uses
+# them to keep a negative out of a batch holding a query it answers (without them it compares texts).
+NEGATIVE_COLUMNS = ("negative", "passage_id", "negative_id")
 
 
-def pairs_from_benchmark(benchmark: Benchmark) -> datasets.Dataset:
-    """One training pair per (group, language): the question and its gold sentence in that language."""
+def pairs_from_benchmark(benchmark: Benchmark, negatives: bool = False) -> datasets.Dataset:
+    """One training pair per (group, language): the question and its gold sentence in that language.
+
+    ``negatives``: add an in-context hard negative per pair, the LAReQA way (``mine_negative``), with the ids
+    ``passage_id`` (the group: a gold sentence answers its group in every language) and ``negative_id``.
+    """
     candidate_text = dict(zip(benchmark.candidates["id"], benchmark.candidates["text"]))
-    rows = {column: [] for column in PAIR_COLUMNS}
+    rows = {column: [] for column in PAIR_COLUMNS + (NEGATIVE_COLUMNS if negatives else ())}
+    if negatives:
+        answers = _answered_groups(benchmark)
+        paragraphs: dict[str, list[str]] = {}
+        for candidate in benchmark.candidates["id"]:  # in file order: sentence order within a paragraph
+            paragraphs.setdefault(candidate.rsplit(":", 1)[0], []).append(candidate)
     for qid, group, lang, text in zip(
         benchmark.queries["id"], benchmark.queries["group"], benchmark.queries["lang"], benchmark.queries["text"]
     ):
@@ -275,11 +292,49 @@ def pairs_from_benchmark(benchmark: Benchmark) -> datasets.Dataset:
         rows["lang"].append(lang)
         rows["query"].append(text)
         rows["passage"].append(candidate_text[gold])
-    return datasets.Dataset.from_dict(rows)
+        if negatives:
+            negative = mine_negative(gold, paragraphs[gold.rsplit(":", 1)[0]], answers, key=f"{group}/{lang}")
+            rows["negative"].append(None if negative is None else candidate_text[negative])
+            rows["passage_id"].append(group)
+            rows["negative_id"].append(None if negative is None else _answer_id(negative, answers))
+    return datasets.Dataset.from_dict(rows, features=datasets.Features(
+        {column: datasets.Value("string") for column in rows}))
+
+
+def _answered_groups(benchmark: Benchmark) -> dict[str, set[str]]:
+    """Candidate id -> the groups whose gold it is (in its own language)."""
+    answers: dict[str, set[str]] = {}
+    for qid, group, lang in zip(benchmark.queries["id"], benchmark.queries["group"], benchmark.queries["lang"]):
+        for candidate in benchmark.relevant[qid]:
+            if candidate.startswith(f"{lang}:"):
+                answers.setdefault(candidate, set()).add(group)
+    return answers
+
+
+def mine_negative(gold: str, paragraph: list[str], answers: dict[str, set[str]], key: str) -> str | None:
+    """Another sentence of the gold's paragraph (a distractor from the same context), or None if there is none.
+
+    A sentence that is the gold of several questions is skipped: its one ``negative_id`` could not name them all.
+    The choice is a hash of ``key`` (group and language), so every run mines the same negatives.
+    """
+    options = [c for c in paragraph if c != gold and len(answers.get(c, ())) <= 1]
+    if not options:
+        return None
+    return options[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(options)]
+
+
+def _answer_id(candidate: str, answers: dict[str, set[str]]) -> str:
+    """The id of what a candidate answers: the group whose gold it is, else its own (unique) candidate id."""
+    (group,) = answers.get(candidate) or {candidate}
+    return group
 
 
 def load_pairs(source) -> datasets.Dataset:
-    """A pair table from a ``datasets.Dataset``, a pandas DataFrame, or a .jsonl / .json / .parquet / .csv file."""
+    """A pair table from a ``datasets.Dataset``, a pandas DataFrame, or a .jsonl / .json / .parquet / .csv file.
+
+    Keeps the pair columns and those of ``NEGATIVE_COLUMNS`` it has (every column a string); an empty negative
+    means none.
+    """
     if isinstance(source, datasets.Dataset):
         table = source
     elif isinstance(source, pd.DataFrame):
@@ -295,7 +350,9 @@ def load_pairs(source) -> datasets.Dataset:
     missing = [column for column in PAIR_COLUMNS if column not in table.column_names]
     if missing:
         raise ValueError(f"pair table lacks columns {missing}; it needs {list(PAIR_COLUMNS)}, has {table.column_names}")
-    return table.select_columns(list(PAIR_COLUMNS)).cast_column("group", datasets.Value("string"))
+    columns = [c for c in PAIR_COLUMNS + NEGATIVE_COLUMNS if c in table.column_names]
+    table = table.select_columns(columns)
+    return table.cast(datasets.Features({column: datasets.Value("string") for column in columns}))
 
 
 def normalise_text(text: str) -> str:

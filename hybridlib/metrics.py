@@ -31,18 +31,25 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
-from .search import same_language_share
+from .search import top_k
 
 SETTINGS = ("mono", "cross", "multi")
 METRICS = ("map", "map@20", "recall@1", "recall@10")
 MULTI_ONLY = ("rank_distance", "top10_same_language")  # defined in the pooled (multi) setting only
+# The same scores after per-language mean-centring of the embeddings (``hybridlib.bias``): metric name ->
+# per-query column. ``map_centred`` has a value in every setting, the other two in the pooled rows only.
+CENTRED = {"map_centred": "ap_centred", "rank_distance_centred": "rank_distance_centred",
+           "top10_same_language_centred": "top10_same_language_centred"}
 # report name -> the per-query column it is the mean of (AP of one query; "map" is its mean)
 COLUMNS = {"map": "ap", "map@20": "ap@20", "recall@1": "recall@1", "recall@10": "recall@10",
-           **{name: name for name in MULTI_ONLY}}
+           **{name: name for name in MULTI_ONLY}, **CENTRED}
 MULTI_LABEL = "all"  # corpus_lang of pooled-setting rows
 TOP_K = 10  # the pooled top k whose same-language share measures language bias
+# pooled rows only: the ids of the query's pooled top TOP_K candidates, best first, space-separated; and the
+# pooled rank of each of its relevant candidates as "lang:rank", space-separated, in candidate row order
+TOP_IDS, GOLD_RANKS = "top_ids", "gold_ranks"
 
 _MAX_BLOCK = 1 << 24  # score-matrix elements held at once (64 MB of float32)
 
@@ -63,6 +70,7 @@ class EvalIndex:
     languages: list[str]
     query_ids: list[str]
     query_groups: list[str]
+    query_clusters: list[str]  # the paragraph of each query's gold: questions on one paragraph are not independent
     query_lang: np.ndarray  # [n_queries] int, index into languages
     candidate_lang: np.ndarray  # [n_candidates] int, index into languages
     relevant: np.ndarray  # [n_queries, max_relevant] int64, -1 = padding
@@ -103,10 +111,21 @@ def build_eval_index(benchmark) -> EvalIndex:
         languages=languages,
         query_ids=list(query_ids),
         query_groups=list(_column(benchmark.queries, "group")),
+        query_clusters=[gold_paragraph([candidate_ids[j] for j in rel], group)
+                        for rel, group in zip(rel_lists, _column(benchmark.queries, "group"))],
         query_lang=np.array([code[lang] for lang in query_langs], dtype=np.int64),
         candidate_lang=np.array([code[lang] for lang in candidate_langs], dtype=np.int64),
         relevant=relevant,
     )
+
+
+def gold_paragraph(relevant_ids: list[str], group: str) -> str:
+    """The cluster of a question: the paragraph ``lang:article:paragraph`` holding its gold sentence (English
+    where it has one, whose file holds every MLQA-R id; else the first language). Questions asked on one
+    paragraph share their candidate sentences, so their scores are correlated: the bootstrap resamples these
+    clusters, not single questions. Ids not of the LAReQA form ``lang:a:p:s`` leave the group its own cluster."""
+    parts = [cid.split(":") for cid in sorted(relevant_ids, key=lambda cid: (not cid.startswith("en:"), cid))]
+    return ":".join(parts[0][:3]) if parts and len(parts[0]) == 4 else str(group)
 
 
 @dataclass
@@ -195,7 +214,7 @@ def relevant_ranks(
         pooled[rows], in_language[rows] = _rank_block(index, queries[rows] @ candidates.T, rows, blocks)
         return rows
 
-    with tqdm(total=len(queries), desc="scoring queries", unit="q", disable=not progress) as bar:
+    with progress_bar(total=len(queries), desc="scoring queries", unit="q", disable=not progress) as bar:
         with ThreadPoolExecutor(max(1, threads)) as pool:
             for rows in pool.map(run, work):
                 bar.update(len(rows))
@@ -264,6 +283,7 @@ def _rank_metrics(ranks: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]
 def _setting_frame(index: EvalIndex, ranks: RelevantRanks, setting: str) -> pd.DataFrame:
     mask, rel_lang, qlang = index.relevant_mask, index.relevant_lang, index.query_lang
     ids, groups = np.asarray(index.query_ids, dtype=object), np.asarray(index.query_groups, dtype=object)
+    clusters = np.asarray(index.query_clusters, dtype=object)
     langs = np.asarray(index.languages, dtype=object)
     parts = []
     if setting == "multi":
@@ -281,6 +301,7 @@ def _setting_frame(index: EvalIndex, ranks: RelevantRanks, setting: str) -> pd.D
             "setting": setting,
             "query_id": ids[rows],
             "group": groups[rows],
+            "cluster": clusters[rows],
             "lang": langs[qlang[rows]],
             "corpus_lang": MULTI_LABEL if setting == "multi" else langs[qlang[rows] if y is None else y],
             "num_relevant": v.sum(axis=1),
@@ -333,7 +354,35 @@ def per_query_scores(
         raise ValueError(f"unknown settings {unknown}; choose from {SETTINGS}")
     index = index or build_eval_index(benchmark)
     ranks = relevant_ranks(index, query_embeddings, candidate_embeddings, progress=progress)
+    return _frames(index, ranks, settings)
+
+
+def _frames(index: EvalIndex, ranks: RelevantRanks, settings) -> pd.DataFrame:
     return pd.concat([_setting_frame(index, ranks, s) for s in settings], ignore_index=True)
+
+
+def pooled_top_k(query_embeddings: np.ndarray, candidate_embeddings: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Candidate rows of each query's pooled top ``k``, best first (FAISS exact search, ``search.top_k``)."""
+    return top_k(query_embeddings, candidate_embeddings, k)[1]
+
+
+def same_language_share_of(index: EvalIndex, top_rows: np.ndarray) -> np.ndarray:
+    """Per query: the share of its top rows (``pooled_top_k``) in the query's own language."""
+    return (index.candidate_lang[top_rows] == index.query_lang[:, None]).mean(axis=1)
+
+
+def pooled_query_order(index: EvalIndex, per_query: pd.DataFrame) -> tuple[pd.Series, np.ndarray]:
+    """The pooled rows of a per-query table (a boolean mask) and, for each, its query's position in ``index``."""
+    multi = per_query["setting"] == "multi"
+    position = {query_id: i for i, query_id in enumerate(index.query_ids)}
+    return multi, np.array([position[q] for q in per_query.loc[multi, "query_id"]], dtype=np.int64)
+
+
+def _gold_rank_text(index: EvalIndex, ranks: RelevantRanks) -> list[str]:
+    """Per query: "lang:rank" for each relevant candidate (candidate row order), its pooled rank."""
+    langs = index.languages
+    return [" ".join(f"{langs[index.candidate_lang[c]]}:{r}" for c, r in zip(rel, rank) if c >= 0)
+            for rel, rank in zip(index.relevant, ranks.pooled)]
 
 
 def _json_float(value) -> float | None:
@@ -402,8 +451,9 @@ def evaluate_embeddings(
     Embeddings: float32 arrays, rows aligned with ``benchmark.queries`` / ``benchmark.candidates``,
     L2-normalised (similarity = inner product). Returns ``Evaluation(report, per_query)``: the
     ``per_query_scores`` table, whose pooled rows also carry ``top10_same_language`` (the share of the
-    query's pooled top 10 in its own language, from FAISS: ``search.same_language_share``), and its
-    aggregate ``summarize_scores`` plus counts::
+    query's pooled top 10 in its own language, from one FAISS search, ``pooled_top_k``), ``top_ids``
+    (the ids of that top 10, best first, space-separated) and ``gold_ranks`` (the pooled rank of each
+    relevant candidate as "lang:rank"), and its aggregate ``summarize_scores`` plus counts::
 
         {"map": {"mono", "cross", "multi"}, "map@20": {...}, "recall@1": {...}, "recall@10": {...},
          "rank_distance": float,                       # pooled setting, mean over query languages
@@ -416,11 +466,16 @@ def evaluate_embeddings(
     A value with nothing to average (e.g. cross on a one-language benchmark) is None.
     """
     index = index or build_eval_index(benchmark)
-    per_query = per_query_scores(benchmark, query_embeddings, candidate_embeddings, progress=progress, index=index)
-    share = same_language_share(benchmark, query_embeddings, candidate_embeddings, k=TOP_K)
-    multi = per_query["setting"] == "multi"
-    position = {query_id: i for i, query_id in enumerate(index.query_ids)}
-    per_query.loc[multi, "top10_same_language"] = share[[position[q] for q in per_query.loc[multi, "query_id"]]]
+    ranks = relevant_ranks(index, query_embeddings, candidate_embeddings, progress=progress)
+    per_query = _frames(index, ranks, SETTINGS)
+    top = pooled_top_k(query_embeddings, candidate_embeddings)  # one search: the share and the ids
+    multi, order = pooled_query_order(index, per_query)
+    per_query.loc[multi, "top10_same_language"] = same_language_share_of(index, top)[order]
+    candidate_ids = np.asarray(_column(benchmark.candidates, "id"), dtype=object)
+    per_query[TOP_IDS] = pd.Series(dtype=object)
+    per_query.loc[multi, TOP_IDS] = [" ".join(row) for row in candidate_ids[top[order]]]
+    per_query[GOLD_RANKS] = pd.Series(dtype=object)
+    per_query.loc[multi, GOLD_RANKS] = np.asarray(_gold_rank_text(index, ranks), dtype=object)[order]
     report = summarize_scores(per_query)
     report["num_queries"] = len(index.query_ids)
     report["num_candidates"] = len(index.candidate_lang)

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from . import embedded
-from .cache import build_folder, cache_dir
+from .cache import build_folder, cache_dir, file_lock
 from .embedded import EMBEDDED_NAME, shared_embedded_tokenizer
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 ROLES = ("query", "passage")
 POOLINGS = ("mean", "cls")
+ENCODE_BACKENDS = ("eager", "compile")
+ENCODE_DTYPES = ("fp32", "bf16")
 CONFIG_NAME = "hybridlib.json"
 _SETTINGS = ("pooling", "query_prefix", "passage_prefix", "query_max_length", "passage_max_length")
 
@@ -145,8 +147,17 @@ class BiEncoder(torch.nn.Module):
         """
         return self.embed_ids(self.token_ids(texts, role), max_padding)
 
-    def embed_ids(self, ids: Sequence[Sequence[int]], max_padding: float | None = None) -> torch.Tensor:
-        """``embed`` for texts already turned into token ids (``token_ids``)."""
+    def embed_ids(self, ids: Sequence[Sequence[int]], max_padding: float | None = None,
+                  packed: bool = False) -> torch.Tensor:
+        """``embed`` for texts already turned into token ids (``token_ids``).
+
+        ``packed``: run all texts as one padding-free sequence (``embed_packed``); ``max_padding`` must then
+        be None, since there is no padding left to bound.
+        """
+        if packed:
+            if max_padding is not None:
+                raise ValueError(f"packed=True leaves no padding to bound: max_padding={max_padding} must be None")
+            return self.embed_packed(ids)
         if max_padding is None:
             return self(self.collate(ids))
         buckets = length_buckets([len(x) for x in ids], max_padding)
@@ -154,35 +165,100 @@ class BiEncoder(torch.nn.Module):
         order = torch.tensor([i for bucket in buckets for i in bucket], device=self.device)
         return torch.cat(parts).index_select(0, torch.argsort(order))
 
+    def embed_packed(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Embeddings [n, dim] of texts run as ONE packed sequence: no token is padding, so no FLOPs go to it.
+
+        The texts are concatenated into a [1, total] row; position ids restart for every text (from the
+        model's own first position: 0 for BERT, ``padding_idx + 1`` for XLM-R/RoBERTa) and attention is
+        variable-length (``packed_attention``): a token attends to the tokens of its own text only. The
+        result equals the padded forward pass (up to rounding), gradients included.
+        """
+        lengths = torch.tensor([len(x) for x in ids])
+        device = self.device
+        input_ids = torch.tensor([t for x in ids for t in x], device=device)[None]
+        starts = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        positions = (torch.arange(int(lengths.sum())) - starts + _first_position(self.encoder))[None].to(device)
+        cu_seqlens = torch.nn.functional.pad(torch.cumsum(lengths, 0), (1, 0)).to(device=device, dtype=torch.int32)
+        longest = int(lengths.max())
+        config = self.encoder.config
+        before, config._attn_implementation = config._attn_implementation, PACKED_ATTENTION
+        try:
+            hidden = self.encoder(input_ids=input_ids, position_ids=positions, token_type_ids=torch.zeros_like(input_ids),
+                                  cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=longest,
+                                  max_length_k=longest).last_hidden_state[0]
+        finally:
+            config._attn_implementation = before
+        if self.pooling == "cls":
+            pooled = hidden[cu_seqlens[:-1].long()]
+        else:
+            segment = torch.repeat_interleave(torch.arange(len(ids), device=device), lengths.to(device))
+            pooled = torch.zeros(len(ids), hidden.shape[-1], dtype=hidden.dtype, device=device).index_add(0, segment, hidden)
+            pooled = pooled / lengths.to(device=device, dtype=hidden.dtype)[:, None]
+        return F.normalize(pooled.float(), p=2, dim=-1)
+
     def encode(
         self,
         texts: Sequence[str],
         role: str,
         batch_size: int = 64,
         show_progress: bool = True,
+        backend: str = "eager",
+        dtype: str = "fp32",
+        packed: bool = False,
     ) -> np.ndarray:
         """Embeddings as float32 numpy [n, dim], for evaluation.
 
         Texts are sorted by token count (longest first, ``encode_batches``) so each batch pads only to
-        its own longest text; the result is in the input order. Runs in eval mode under
-        `torch.inference_mode()` and restores the previous mode afterwards.
+        its own longest text; the result is in the input order. Runs in eval mode without autograd and
+        restores the previous mode afterwards.
+
+        ``backend``: ``"eager"`` (PyTorch as is) or ``"compile"`` (``torch.compile`` with weight freezing:
+        the same fp32 numbers up to rounding, ~1.1x faster on this project's CPU after a one-off compile of
+        about half a minute; needs a C++ compiler; recompiled when the weights change). ``dtype``: ``"fp32"``
+        or ``"bf16"`` (autocast: faster where the CPU or GPU has bf16 units, and the scores change a little:
+        opt in knowingly). ``packed``: each batch as one padding-free sequence (``embed_packed``), for GPUs.
         """
+        if backend not in ENCODE_BACKENDS or dtype not in ENCODE_DTYPES:
+            raise ValueError(f"backend must be one of {ENCODE_BACKENDS} and dtype one of {ENCODE_DTYPES}, "
+                             f"got {backend!r} and {dtype!r}")
         texts = list(texts)
         self._check_role(role)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = self.encode_batches(self.token_ids(texts, role) if texts else [], batch_size)
+        forward = self._compiled_forward() if backend == "compile" else self.embed_ids
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
         was_training = self.training
         self.eval()
         try:
-            with torch.inference_mode(), tqdm(
+            # no_grad rather than inference_mode: compiled frozen graphs are traced under it
+            with torch.no_grad(), autocast, progress_bar(
                 total=len(texts), desc=f"encode {role}", unit="text", disable=not show_progress
             ) as bar:
                 for rows, ids in batches:
-                    out[rows] = self.embed_ids(ids).float().cpu().numpy()
+                    out[rows] = (self.embed_packed(ids) if packed else forward(ids)).float().cpu().numpy()
                     bar.update(len(rows))
         finally:
             self.train(was_training)
         return out
+
+    def _compiled_forward(self):
+        """``embed_ids`` through ``torch.compile`` with frozen weights, compiled once per weight version."""
+        import torch._inductor.config as inductor
+
+        version = sum(p._version for p in self.encoder.parameters())  # grows with every in-place update
+        if getattr(self, "_compiled", None) is None or self._compiled[0] != version:
+            if getattr(self, "_compiled", None) is not None:
+                torch.compiler.reset()  # else the graph compiled with the old weights as constants is reused
+            self._compiled = (version, torch.compile(self.encoder, dynamic=True))
+        compiled = self._compiled[1]
+
+        def forward(ids):
+            batch = self.collate(ids)
+            with inductor.patch(freezing=True):  # weights become constants of the compiled graph
+                hidden = compiled(**batch).last_hidden_state
+            return F.normalize(self.pool(hidden, batch["attention_mask"]).float(), p=2, dim=-1)
+
+        return forward
 
     @staticmethod
     def encode_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[tuple[np.ndarray, list]]:
@@ -220,6 +296,55 @@ class BiEncoder(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
+
+PACKED_ATTENTION = "hybridlib_packed"
+try:  # PyTorch's variable-length flash attention (CUDA, half precision), torch >= 2.9
+    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
+except ImportError:  # pragma: no cover - older torch
+    _varlen_attn = None
+
+
+def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, cu_seq_lens_q=None,
+                     max_length_q=None, **kwargs):
+    """Attention over one packed row (``BiEncoder.embed_packed``): [1, heads, total, d], texts at ``cu_seq_lens_q``.
+
+    On CUDA in half precision: PyTorch's varlen flash kernel, which has no attention-probability dropout
+    (hidden-state dropout is unaffected; ``varlen_attention_drops_dropout`` says when this applies). Elsewhere
+    (CPU, fp32): SDPA with a block-diagonal mask, the reference the tests compare with the padded path.
+    """
+    if query.is_cuda and _varlen_attn is not None and query.dtype in (torch.float16, torch.bfloat16):
+        q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [total, heads, d]
+        out = _varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, scale=scaling)
+        return out[None], None  # [1, total, heads, d], as the model expects
+    lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).long()
+    segment = torch.repeat_interleave(torch.arange(len(lengths), device=query.device), lengths)
+    mask = segment[:, None] == segment[None, :]
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
+                                         dropout_p=dropout if module.training else 0.0)
+    return out.transpose(1, 2), None
+
+
+def varlen_available() -> bool:
+    """Whether packed sequences get a real variable-length kernel here (CUDA + PyTorch's varlen attention)."""
+    return _varlen_attn is not None and torch.cuda.is_available()
+
+
+def _register_packed_attention() -> None:
+    from transformers import AttentionInterface
+
+    # a name unknown to transformers' mask functions: the model then builds no padding mask (there is none)
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+
+
+_register_packed_attention()
+
+
+def _first_position(encoder) -> int:
+    """The position id of a text's first token: RoBERTa-style models count from ``padding_idx + 1``."""
+    embeddings = encoder.embeddings
+    if hasattr(embeddings, "create_position_ids_from_input_ids"):
+        return int(embeddings.padding_idx) + 1
+    return 0
 
 
 def length_buckets(lengths: Sequence[int], max_padding: float) -> list[list[int]]:
@@ -304,16 +429,20 @@ def convert_embedded_model(root: str | os.PathLike | None = None, force: bool = 
 
     The folder is ``<root>/multilingual-e5-small-q4`` (default root: ``cache.cache_dir()``), built in a
     temporary sibling and renamed at the end, so an interrupted conversion never leaves a half-written
-    folder; a complete one (it holds ``hybridlib.json``) is reused unless ``force``.
+    folder; a complete one (it holds ``hybridlib.json``) is reused unless ``force``. The conversion holds the
+    lock ``.multilingual-e5-small-q4.lock`` beside it: processes that start together convert it once.
     """
     target = (Path(root).expanduser() if root is not None else cache_dir()) / EMBEDDED_NAME
     if (target / CONFIG_NAME).is_file() and not force:
         return target
-    with build_folder(target, marker=None if force else CONFIG_NAME) as tmp:
-        encoder, parsed = embedded.build_embedded_model()
-        BiEncoder(encoder, shared_embedded_tokenizer()).save(tmp)  # e5 recipe: mean pooling, e5 prefixes
-        _write_json(tmp / "embedded_source.json", {**embedded.embedded_source(),
-                                                   "format_version": parsed.header.version})
+    with file_lock(target.with_name(f".{EMBEDDED_NAME}.lock")):  # concurrent first runs convert it once
+        if (target / CONFIG_NAME).is_file() and not force:
+            return target  # another process converted it while this one waited
+        with build_folder(target, marker=None if force else CONFIG_NAME) as tmp:
+            encoder, parsed = embedded.build_embedded_model()
+            BiEncoder(encoder, shared_embedded_tokenizer()).save(tmp)  # e5 recipe: mean pooling, e5 prefixes
+            _write_json(tmp / "embedded_source.json", {**embedded.embedded_source(),
+                                                       "format_version": parsed.header.version})
     return target
 
 

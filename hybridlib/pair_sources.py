@@ -28,15 +28,16 @@ import hashlib
 import glob as globlib
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
-from hybridlib.data import PAIR_COLUMNS
+from hybridlib.data import NEGATIVE_COLUMNS, PAIR_COLUMNS, Benchmark
 
 # --- mMARCO -------------------------------------------------------------------------------------------
 
@@ -62,7 +63,6 @@ MMARCO_SPLITS = {
 }
 
 _TSV_FEATURES = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string")})
-_PAIR_FEATURES = datasets.Features({column: datasets.Value("string") for column in PAIR_COLUMNS})
 _EXAMPLES = 10  # ids listed per reason in the report
 
 
@@ -109,19 +109,87 @@ def mmarco_files(languages=tuple(MMARCO_LANGUAGES), split: str = "train", revisi
 
 def mmarco_pairs(languages=tuple(MMARCO_LANGUAGES), max_groups: int | None = None, split: str = "train",
                  revision: str = MMARCO_REVISION, base_url: str | os.PathLike | None = None, progress: bool = True,
-                 chunk_rows: int = 10_000) -> datasets.Dataset:
+                 chunk_rows: int = 10_000, negatives: bool = False) -> datasets.Dataset:
     """The mMARCO pair table for ``languages`` (ISO codes or mMARCO names; ``lang`` is written as ISO codes).
 
     Groups are MS MARCO query ids taken in the order of the split's qrels file (``train``: the training triples,
     first positive per query); ``max_groups`` caps them. See :func:`stream_parallel_pairs` for what is read and
     :func:`mmarco_files` for ``revision`` and ``base_url``. Without ``max_groups`` the whole 905 MB triples file is
-    streamed too (about 400k groups).
+    streamed too (about 400k groups). ``negatives``: keep each group's hard negative (the triples' third id; train
+    split only).
     """
     files = mmarco_files(languages, split=split, revision=revision, base_url=base_url)
     where = f"{MMARCO_REPO}@{revision}" if base_url is None else base_url
     return stream_parallel_pairs(files["queries"], files["passages"], files["qrels"], max_groups=max_groups,
                                  progress=progress, chunk_rows=chunk_rows,
-                                 source=f"mMARCO {split} ({where})")
+                                 source=f"mMARCO {split} ({where})", negatives=negatives)
+
+
+# --- SQuADShifts (English; a validation source) ------------------------------------------------------
+
+SQUADSHIFTS_REPO = "ludwigschmidt/squadshifts"  # the hub's "squadshifts" (Miller et al. 2020), CC BY 4.0
+SQUADSHIFTS_REVISION = "refs%2Fconvert%2Fparquet"  # the hub's parquet conversion (a branch; "/" escaped for hf://)
+SQUADSHIFTS_SUBSETS = ("new_wiki", "nyt", "reddit", "amazon")
+SQUADSHIFTS_FILE = "{subset}/test/0000.parquet"  # each subset has one split, test; columns as SQuAD's
+# a plain punctuation rule, not a trained splitter: end mark, closing quotes, space, then no lower-case letter
+_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s+(?![a-z])")
+
+
+def squadshifts_files(subsets=SQUADSHIFTS_SUBSETS, base_url: str | os.PathLike | None = None) -> dict[str, str]:
+    """``{subset: parquet path}``; ``base_url``: the root of a copy with the hub's layout (a local folder, say)."""
+    unknown = [subset for subset in subsets if subset not in SQUADSHIFTS_SUBSETS]
+    if unknown or not subsets:
+        raise ValueError(f"SQuADShifts subsets {unknown or list(subsets)}: choose from {list(SQUADSHIFTS_SUBSETS)}")
+    root = (f"hf://datasets/{SQUADSHIFTS_REPO}@{SQUADSHIFTS_REVISION}" if base_url is None
+            else str(base_url).rstrip("/"))
+    return {subset: f"{root}/{SQUADSHIFTS_FILE.format(subset=subset)}" for subset in subsets}
+
+
+def sentence_breaks(text: str) -> list[tuple[int, int]]:
+    """``[start, end)`` of each sentence of ``text``: cut after ``.``, ``!`` or ``?`` (and closing quotes) and space,
+    unless a lower-case letter follows (``"Yes!" she said.`` stays one sentence)."""
+    starts = [0] + [match.end() for match in _SENTENCE_END.finditer(text) if match.end() < len(text)]
+    return list(zip(starts, starts[1:] + [len(text)]))
+
+
+def squadshifts_benchmark(subsets=SQUADSHIFTS_SUBSETS, base_url: str | os.PathLike | None = None,
+                          max_groups: int | None = None) -> Benchmark:
+    """SQuADShifts as a one-language (``en``) benchmark in the LAReQA construction, streamed with ``datasets``.
+
+    Each context is split into sentences (``sentence_breaks``); a question's gold is the sentence holding its first
+    answer's start. Candidate ids are ``en:<subset>:<context>:<sentence>``; groups are the question ids.
+    ``hybridlib.data.pairs_from_benchmark`` turns it into (question, gold sentence) pairs, with mined negatives too.
+    ``max_groups``: the first N questions (in subset order).
+    """
+    queries = {"id": [], "group": [], "lang": [], "text": []}
+    candidates = {"id": [], "lang": [], "text": [], "context": []}
+    relevant: dict[str, set[str]] = {}
+    for subset, path in squadshifts_files(subsets, base_url).items():
+        contexts: dict[str, int] = {}
+        stream = datasets.load_dataset("parquet", data_files=path, split="train", streaming=True)
+        for row in stream:
+            if max_groups is not None and len(queries["id"]) >= max_groups:
+                break
+            context = row["context"]
+            if context not in contexts:
+                contexts[context] = len(contexts)
+                for s, (start, end) in enumerate(sentence_breaks(context)):
+                    candidates["id"].append(f"en:{subset}:{contexts[context]}:{s}")
+                    candidates["lang"].append("en")
+                    candidates["text"].append(context[start:end].strip())
+                    candidates["context"].append(context)
+            answer_start = row["answers"]["answer_start"][0]
+            gold = [s for s, (start, end) in enumerate(sentence_breaks(context)) if start <= answer_start < end]
+            if not gold:
+                continue  # as LAReQA: an answer in no sentence is dropped
+            qid = f"en:{row['id']}"
+            queries["id"].append(qid)
+            queries["group"].append(row["id"])
+            queries["lang"].append("en")
+            queries["text"].append(row["question"])
+            relevant[qid] = {f"en:{subset}:{contexts[context]}:{gold[0]}"}
+    return Benchmark(name="squadshifts", languages=["en"], queries=datasets.Dataset.from_dict(queries),
+                     candidates=datasets.Dataset.from_dict(candidates), relevant=relevant)
 
 
 # --- parallel TSV sources -------------------------------------------------------------------------------
@@ -143,7 +211,7 @@ def _scan(path: str, wanted: set[str], what: str, chunk_rows: int, progress: boo
     remaining = set(wanted)
     rows = 0
     lookup = pa.array(sorted(remaining), pa.string())  # ids filtered in Arrow: unwanted texts never become Python
-    with tqdm(desc=what, unit=" rows", unit_scale=True, disable=not progress, leave=False) as bar:
+    with progress_bar(desc=what, unit=" rows", unit_scale=True, disable=not progress, leave=False) as bar:
         if remaining:
             for table in _stream_tsv(path, chunk_rows).with_format("arrow").iter(batch_size=chunk_rows):
                 rows += table.num_rows
@@ -161,13 +229,15 @@ def _scan(path: str, wanted: set[str], what: str, chunk_rows: int, progress: boo
                    "all_found": not remaining}
 
 
-def read_qrels(path: str, max_groups: int | None = None) -> tuple[dict[str, str], int]:
-    """``{qid: positive pid}`` in file order, first positive per qid, at most ``max_groups`` qids; and lines read.
+def read_qrels(path: str, max_groups: int | None = None) -> tuple[dict[str, tuple[str, str | None]], int]:
+    """``{qid: (positive pid, negative pid or None)}`` in file order, first line per qid, at most ``max_groups``
+    qids; and the lines read.
 
-    Accepts ``qid pid``, the triples ids ``qid pos_pid neg_pid`` and TREC qrels ``qid 0 pid relevance`` (rows with
-    relevance <= 0 are skipped), separated by tabs or spaces. Stops reading once ``max_groups`` qids are found.
+    Accepts ``qid pid``, the triples ids ``qid pos_pid neg_pid`` (the only format with a negative) and TREC qrels
+    ``qid 0 pid relevance`` (rows with relevance <= 0 are skipped), separated by tabs or spaces. Stops reading once
+    ``max_groups`` qids are found.
     """
-    positives: dict[str, str] = {}
+    relevant: dict[str, tuple[str, str | None]] = {}
     lines = 0
     stream = datasets.load_dataset("text", data_files=str(path), split="train", streaming=True)
     for batch in stream.iter(batch_size=10_000):
@@ -177,24 +247,24 @@ def read_qrels(path: str, max_groups: int | None = None) -> tuple[dict[str, str]
             if not fields:
                 continue
             if len(fields) in (2, 3):
-                qid, pid = fields[0], fields[1]
+                qid, pid, negative = fields[0], fields[1], (fields[2] if len(fields) == 3 else None)
             elif len(fields) == 4:
-                qid, pid = fields[0], fields[2]
+                qid, pid, negative = fields[0], fields[2], None
                 if float(fields[3]) <= 0:
                     continue
             else:
                 raise ValueError(f"{path}, line {lines}: {len(fields)} fields in {line[:80]!r}; expected 'qid pid', "
                                  "'qid pos_pid neg_pid' or 'qid 0 pid relevance'")
-            if qid not in positives:
-                positives[qid] = pid
-                if max_groups is not None and len(positives) >= max_groups:
-                    return positives, lines
-    return positives, lines
+            if qid not in relevant:
+                relevant[qid] = (pid, negative)
+                if max_groups is not None and len(relevant) >= max_groups:
+                    return relevant, lines
+    return relevant, lines
 
 
 def stream_parallel_pairs(queries: dict[str, str], passages: dict[str, str], qrels: str, languages=None,
                           max_groups: int | None = None, progress: bool = True, chunk_rows: int = 10_000,
-                          source: str | None = None) -> datasets.Dataset:
+                          source: str | None = None, negatives: bool = False) -> datasets.Dataset:
     """A pair table from a parallel TSV source.
 
     ``queries`` / ``passages`` map a language label (written to ``lang``) to its ``id \\t text`` file: a local
@@ -209,6 +279,11 @@ def stream_parallel_pairs(queries: dict[str, str], passages: dict[str, str], qre
     naming the counts per language and reason. Rows come group by group in qrels order, languages in the order
     given. The table's ``info.description`` holds a JSON report (:func:`pair_source_report`): per file the rows
     read and whether every wanted id was found; groups read, kept and dropped (counts and example qids).
+
+    ``negatives``: also the hard negative of each group (the third id of ``qid pos_pid neg_pid`` qrels, streamed from
+    the collections with the positives, so the scan stops as early), as the columns ``negative`` (its text in the
+    row's language; None where that collection lacks it: the group is kept), ``passage_id`` and ``negative_id`` (the
+    pids). The report counts the missing negatives per language.
     """
     if max_groups is not None and (not isinstance(max_groups, int) or isinstance(max_groups, bool) or max_groups < 1):
         raise ValueError(f"max_groups must be a positive integer or None, got {max_groups!r}")
@@ -224,10 +299,15 @@ def stream_parallel_pairs(queries: dict[str, str], passages: dict[str, str], qre
     if len(set(langs)) != len(langs):
         raise ValueError(f"languages {langs} name a language twice")
 
-    positives, qrels_lines = read_qrels(qrels, max_groups)
-    if not positives:
+    relevant, qrels_lines = read_qrels(qrels, max_groups)
+    if not relevant:
         raise ValueError(f"{qrels} holds no relevant (qid, pid) pair")
+    if negatives and any(negative is None for _, negative in relevant.values()):
+        raise ValueError(f"negatives asked, but {qrels} is not a triples file ('qid pos_pid neg_pid' on every line)")
+    positives = {qid: pid for qid, (pid, _) in relevant.items()}
     wanted_queries, wanted_passages = set(positives), set(positives.values())
+    if negatives:
+        wanted_passages |= {negative for _, negative in relevant.values()}
 
     query_text, passage_text, scans = {}, {}, {}
     for lang in langs:
@@ -236,10 +316,11 @@ def stream_parallel_pairs(queries: dict[str, str], passages: dict[str, str], qre
                                                  progress)
         scans[lang] = {"queries": query_scan, "passages": passage_scan}
 
-    rows = {column: [] for column in PAIR_COLUMNS}
+    rows = {column: [] for column in PAIR_COLUMNS + (NEGATIVE_COLUMNS if negatives else ())}
     dropped: dict[str, dict[str, list[str]]] = {}
+    missing_negatives = {lang: 0 for lang in langs} if negatives else None
     n_dropped = 0
-    for qid, pid in positives.items():
+    for qid, (pid, negative) in relevant.items():
         missing = {}
         for lang in langs:
             reasons = [reason for reason, ok in (("missing_query", qid in query_text[lang]),
@@ -257,6 +338,11 @@ def stream_parallel_pairs(queries: dict[str, str], passages: dict[str, str], qre
             rows["lang"].append(lang)
             rows["query"].append(query_text[lang][qid])
             rows["passage"].append(passage_text[lang][pid])
+            if negatives:
+                rows["negative"].append(passage_text[lang].get(negative))
+                rows["passage_id"].append(pid)
+                rows["negative_id"].append(negative)
+                missing_negatives[lang] += negative not in passage_text[lang]
 
     dropped_counts = {lang: {reason: len(qids) for reason, qids in reasons.items()}
                       for lang, reasons in dropped.items()}
@@ -272,6 +358,7 @@ def stream_parallel_pairs(queries: dict[str, str], passages: dict[str, str], qre
         "dropped_examples": {lang: {reason: qids[:_EXAMPLES] for reason, qids in reasons.items()}
                              for lang, reasons in dropped.items()},
         "rows": len(rows["group"]),
+        "missing_negatives": missing_negatives,
         "scans": scans,
     }
     if n_dropped:
@@ -289,8 +376,9 @@ def stream_parallel_pairs(queries: dict[str, str], passages: dict[str, str], qre
 
 def _table(rows: dict[str, list], report: dict) -> datasets.Dataset:
     """The pair table, all columns strings, with ``report`` as JSON in ``info.description``."""
-    info = datasets.DatasetInfo(description=json.dumps(report), features=_PAIR_FEATURES)
-    return datasets.Dataset.from_dict(rows, features=_PAIR_FEATURES, info=info)
+    features = datasets.Features({column: datasets.Value("string") for column in rows})
+    info = datasets.DatasetInfo(description=json.dumps(report), features=features)
+    return datasets.Dataset.from_dict(rows, features=features, info=info)
 
 
 def pair_source_report(pairs: datasets.Dataset) -> dict:
@@ -375,7 +463,7 @@ def stream_pair_files(paths_or_glob, max_rows: int | None = None, progress: bool
             raise ValueError(f"pair file {path} lacks columns {missing}; a pair file needs {list(PAIR_COLUMNS)}, "
                              f"this one has {sorted(columns)}")
 
-    with tqdm(total=max_rows, desc="pair files", unit=" rows", disable=not progress) as bar:
+    with progress_bar(total=max_rows, desc="pair files", unit=" rows", disable=not progress) as bar:
         for path in files:
             if max_rows is not None and len(rows["group"]) >= max_rows:
                 break
@@ -405,22 +493,29 @@ def stream_pair_files(paths_or_glob, max_rows: int | None = None, progress: bool
 
 def cached_mmarco_pairs(languages, max_groups: int | None, cache_dir: str | os.PathLike,
                         revision: str = MMARCO_REVISION, base_url: str | os.PathLike | None = None,
-                        progress: bool = True) -> datasets.Dataset:
+                        progress: bool = True, negatives: bool = False) -> datasets.Dataset:
     """:func:`mmarco_pairs`, streamed once and kept as parquet in ``cache_dir/pairs``; later calls read it.
 
     A sweep's runs share one pair table, so the collections (3-7 GB a language) are streamed once per
-    (languages, max_groups, revision, source), not once per run. Written to a temporary file and renamed
-    when complete, so an interrupted stream leaves nothing that looks finished.
+    (languages, max_groups, revision, source, negatives), not once per run. Written to a temporary file and renamed
+    when complete, so an interrupted stream leaves nothing that looks finished; the stream holds the lock
+    ``<name>.lock`` beside it, so runs that start together stream it once (the others wait, then read it).
     """
+    from .cache import file_lock
+
     codes = sorted(mmarco_language(lang)[0] for lang in languages)
     where = "hub" if base_url is None else hashlib.sha256(str(base_url).encode()).hexdigest()[:8]
-    name = f"mmarco-{revision[:12]}-{where}-{'-'.join(codes)}-{max_groups or 'all'}.parquet"
+    triples = "-negatives" if negatives else ""  # a table with negatives is another table
+    name = f"mmarco-{revision[:12]}-{where}-{'-'.join(codes)}-{max_groups or 'all'}{triples}.parquet"
     path = Path(cache_dir) / "pairs" / name
     if path.exists():
         return datasets.Dataset.from_parquet(str(path))
-    pairs = mmarco_pairs(codes, max_groups=max_groups, revision=revision, base_url=base_url, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    pairs.to_parquet(str(partial))
-    partial.replace(path)
+    with file_lock(path.with_name(f".{name}.lock")):
+        if path.exists():  # another process streamed it while this one waited
+            return datasets.Dataset.from_parquet(str(path))
+        pairs = mmarco_pairs(codes, max_groups=max_groups, revision=revision, base_url=base_url, progress=progress,
+                             negatives=negatives)
+        partial = path.with_name(f".{name}.{os.getpid()}.partial")
+        pairs.to_parquet(str(partial))
+        partial.replace(path)
     return pairs

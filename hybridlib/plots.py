@@ -132,19 +132,112 @@ def pair_heatmaps(matrices: dict[str, pd.DataFrame], columns: int = 3, vmin=None
 
 
 def projections(frames: dict[str, pd.DataFrame], columns: int = 3, sample: int = 3000, seed: int = 0):
-    """2-D candidate projections coloured by language, one panel per run."""
+    """2-D candidate projections coloured by language, one panel per frame (a run's PCA ``pc1/pc2`` or LDA
+    ``ld1/ld2`` table: the first two columns other than candidate_id and lang are the axes)."""
     names = list(frames)
     rows = (len(names) + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 5 * rows), squeeze=False)
+    hue_order = sorted(set().union(*(set(frame["lang"]) for frame in frames.values()))) if frames else None
     for ax, name in zip(axes.flat, names):
         frame = frames[name]
+        x, y = [c for c in frame.columns if c not in ("candidate_id", "lang")][:2]
         frame = frame.sample(min(sample, len(frame)), random_state=seed)
-        sns.scatterplot(data=frame, x="pc1", y="pc2", hue="lang", s=6, alpha=0.6, ax=ax, legend=ax is axes.flat[0])
+        sns.scatterplot(data=frame, x=x, y=y, hue="lang", hue_order=hue_order, s=6, alpha=0.6, ax=ax,
+                        legend=ax is axes.flat[0])
         ax.set_title(name)
     if axes.flat[0].get_legend():
         sns.move_legend(axes.flat[0], "upper left", bbox_to_anchor=(0, -0.12), ncol=6, fontsize=8)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def probe_accuracy(probes: pd.DataFrame):
+    """Language-identity probe accuracy per point (``analysis.probe_scores``) with its interval and chance level."""
+    fig, ax = plt.subplots(figsize=(1.3 * len(probes) + 3, 4))
+    y = probes["language_probe"]
+    ax.bar(range(len(probes)), y, color=sns.color_palette()[0])
+    ax.errorbar(range(len(probes)), y, yerr=[y - probes["language_probe_low"], probes["language_probe_high"] - y],
+                fmt="none", color="black", capsize=4)
+    for i, (value, label) in enumerate(zip(y, probes["label"])):
+        ax.annotate(f"{value:.3f}", (i, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    chance = probes["chance"].iloc[0] if len(probes) else None
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=1)
+        ax.text(len(probes) - 0.5, chance, " chance 1/L", va="bottom", ha="right", fontsize=8)
+    ax.set_xticks(range(len(probes)), [f"{point}\n{label}" for point, label in zip(probes.index, probes["label"])],
+                  fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("probe accuracy (95% interval)")
+    ax.set_title("language-identity probe: cross-validated accuracy of predicting a candidate's language")
+    fig.tight_layout()
+    return fig
+
+
+def centring_effect(effect: pd.DataFrame):
+    """Pooled mAP and rank distance per point before and after per-language mean-centring (``analysis.centring_effect``),
+    with 95% intervals; mono mAP for reference."""
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.2 * len(effect) + 4), 4.2))
+    x = pd.Series(range(len(effect)), dtype=float)
+    panels = ((axes[0], [("map_mono", "mono mAP"), ("map_multi", "pooled mAP"),
+                         ("map_multi_centred", "pooled mAP, centred")], "mAP"),
+              (axes[1], [("rank_distance", "rank distance"), ("rank_distance_centred", "rank distance, centred")],
+               "rank distance (lower: less bias)"))
+    for ax, series, ylabel in panels:
+        width = 0.8 / len(series)
+        for j, (key, label) in enumerate(series):
+            y = effect[key]
+            ax.bar(x + (j - (len(series) - 1) / 2) * width, y, width, label=label,
+                   yerr=[y - effect[f"{key}_low"], effect[f"{key}_high"] - y], capsize=3)
+        ax.set_xticks(x, [f"{point}\n{label}" for point, label in zip(effect.index, effect["label"])], fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    axes[0].set_title("share of the pooled gap closed by centring: " + ", ".join(
+        f"{p} {v:.0%}" for p, v in zip(effect.index, effect["map_gap_closed"])), fontsize=8)
+    axes[1].set_title("share of the rank distance removed: " + ", ".join(
+        f"{p} {v:.0%}" for p, v in zip(effect.index, effect["rank_distance_removed"])), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def metric_vs_alpha(points: pd.DataFrame, sets: dict[str, pd.DataFrame], keys=None):
+    """Each score on the mono-cross edge against alpha (the share of mono batches, the rest cross), one row per
+    score: left, the mean over seeds with its 95% bootstrap interval (``analysis.point_scores``); right, the
+    difference from the best alpha with its paired 95% interval (``analysis.alpha_confidence_sets``), which is
+    what the confidence set rests on. Filled: in the confidence set for the best alpha; open: worse than the
+    best (Holm); star: the best. The untouched model's value, where the sweep has one, is noted in the corner.
+    """
+    keys = [key for key in (sets if keys is None else keys) if not sets[key].empty]
+    fig, axes = plt.subplots(max(len(keys), 1), 2, figsize=(11.5, 2.9 * max(len(keys), 1)), squeeze=False)
+    baseline = points[points["steps"] == 0]
+    colour = sns.color_palette()[0]
+    for (left, right), key in zip(axes, keys):
+        table = sets[key]
+        rows = points.loc[table["point"]]
+        x, keep, best = table["alpha"].to_numpy(float), table["in_set"].to_numpy(bool), table["best"].to_numpy(bool)
+        for ax, y, low, high in ((left, rows[key].to_numpy(float), rows.get(f"{key}_low"), rows.get(f"{key}_high")),
+                                 (right, table["difference"].to_numpy(float), table["low"], table["high"])):
+            yerr = None if low is None else [y - low.to_numpy(float), high.to_numpy(float) - y]
+            ax.plot(x, y, color=colour, lw=1, zorder=1)
+            ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=colour, capsize=3, zorder=2)
+            ax.scatter(x[keep], y[keep], s=45, color=colour, zorder=3, label="in the confidence set")
+            ax.scatter(x[~keep], y[~keep], s=45, facecolors="white", edgecolors=colour, zorder=3,
+                       label="worse than the best (Holm)")
+            ax.scatter(x[best], y[best], s=220, marker="*", color="gold", edgecolors="black", zorder=4, label="best")
+            ax.set_xlim(-0.05, 1.05)
+        right.axhline(0, color="grey", lw=1, ls="--")
+        in_set = ", ".join(f"{a:g}" for a in x[keep])
+        left.set_title(f"{key}: best alpha {x[best][0]:g}, confidence set {{{in_set}}}", fontsize=9)
+        left.set_ylabel(f"{key}\n(mean, 95% CI)", fontsize=9)
+        right.set_title(f"{key}: alpha - best (paired 95% CI)", fontsize=9)
+        if len(baseline) and key in baseline:
+            left.text(0.99, 0.03, f"no fine-tuning: {baseline[key].iloc[0]:.3g}", transform=left.transAxes,
+                      ha="right", va="bottom", fontsize=8, color="grey")
+    for ax in axes[-1]:
+        ax.set_xlabel("alpha = share of mono batches (the rest cross)")
+    if keys:
+        axes[0][1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 

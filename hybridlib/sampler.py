@@ -9,12 +9,21 @@ Kinds (DESIGN.md section 1), for a pair table with columns group, lang, query, p
 A group appears at most once per batch: two translations of one question in a batch would be false
 negatives for each other. Every draw comes from one seeded numpy Generator, so the stream is a pure
 function of the seed and ``state_dict()`` / ``load_state_dict()`` resume it exactly.
+
+Hard negatives: a table with a ``negative`` column gives each pair the negative of its passage's row (so it is in
+the passage's language). No negative may be a relevant passage of a query in the batch: one whose
+``negative_id`` equals a pair's ``passage_id`` (ids say what a text answers, across languages), or without id
+columns one whose text equals a pair's passage, is dropped (None) and counted in ``Batch.negative_dropped``.
+Dropping draws nothing, so the batches are those of the same table without negatives.
+
+``MultiSourceSampler`` draws each batch from one of several sources (a pair table with a ``source`` column).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,7 +34,14 @@ LANGUAGE_WEIGHTS = ("uniform", "size")
 
 @dataclass
 class Batch:
-    """One training batch, column-wise: entry i of every list describes pair i."""
+    """One training batch, column-wise: entry i of every list describes pair i.
+
+    ``query_rows`` / ``passage_rows`` are the pair-table rows the texts come from (a sampler fills them);
+    ``query_ids`` / ``passage_ids`` their token ids, once attached (``tokens.PairTokens.attach``).
+    With hard negatives (empty lists without): ``negatives`` (text or None), ``negative_rows`` (the row whose
+    ``negative`` it is, or None), ``negative_ids`` (token ids or None) and ``negative_dropped`` (True where the
+    sampler dropped the negative, a relevant passage of a query in the batch). ``sources``: the source of each pair.
+    """
 
     kinds: list[str]
     groups: list[str]
@@ -33,9 +49,23 @@ class Batch:
     passage_langs: list[str]
     queries: list[str]
     passages: list[str]
+    query_rows: list[int] = field(default_factory=list)
+    passage_rows: list[int] = field(default_factory=list)
+    query_ids: list[list[int]] = field(default_factory=list)
+    passage_ids: list[list[int]] = field(default_factory=list)
+    negatives: list[str | None] = field(default_factory=list)
+    negative_rows: list[int | None] = field(default_factory=list)
+    negative_ids: list[list[int] | None] = field(default_factory=list)
+    negative_dropped: list[bool] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.queries)
+
+    @property
+    def source(self) -> str | None:
+        """The source the batch was drawn from (one per batch), or None when the sampler has no name."""
+        return self.sources[0] if self.sources else None
 
     @property
     def kind(self) -> str:
@@ -87,11 +117,11 @@ class HybridBatchSampler:
     ``mix="per_batch"``: each batch is one kind, drawn with the ratios as probabilities.
     ``mix="within_batch"``: every batch holds the kinds in the given proportions (largest remainder).
     ``language_weights``: ``"uniform"`` over languages, or ``"size"`` (proportional to pairs per language),
-    used to choose mono batch languages and pair languages.
+    used to choose mono batch languages and pair languages. ``name``: the source's name, written to ``Batch.sources``.
     """
 
     def __init__(self, pairs, batch_size: int, ratios: dict[str, float], mix: str = "per_batch",
-                 seed: int = 0, language_weights: str = "uniform"):
+                 seed: int = 0, language_weights: str = "uniform", name: str | None = None):
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if mix not in MIX_MODES:
@@ -103,6 +133,7 @@ class HybridBatchSampler:
         self.mix = mix
         self.seed = seed
         self.language_weights = language_weights
+        self.name = name
         self._index(pairs)
         self._check_feasible()
         self._rng = np.random.default_rng(seed)
@@ -113,6 +144,7 @@ class HybridBatchSampler:
     def _index(self, pairs) -> None:
         groups, langs = list(pairs["group"]), list(pairs["lang"])
         self._queries, self._passages = list(pairs["query"]), list(pairs["passage"])
+        self._index_negatives(pairs)
         self.group_names = sorted(set(groups))
         self.languages = sorted(set(langs))
         group_id = {name: i for i, name in enumerate(self.group_names)}
@@ -137,6 +169,19 @@ class HybridBatchSampler:
         sizes = np.array([len(gs) for gs in by_lang], dtype=np.float64)
         weights = np.ones_like(sizes) if self.language_weights == "uniform" else sizes
         self._lang_weights = weights / weights.sum()
+
+    def _index_negatives(self, pairs) -> None:
+        """Negatives (an empty one is none) and what passages and negatives answer: their ids where the table has
+        them, else their texts."""
+        columns = pairs.column_names
+        self._negatives = [text or None for text in pairs["negative"]] if "negative" in columns else None
+        if self._negatives is None:
+            return
+        by_id = "passage_id" in columns and "negative_id" in columns
+        passage_ids = pairs["passage_id"] if by_id else [None] * len(self._passages)
+        negative_ids = pairs["negative_id"] if by_id else [None] * len(self._passages)
+        self._passage_keys = [text if id_ is None else id_ for id_, text in zip(passage_ids, self._passages)]
+        self._negative_keys = [text if id_ is None else id_ for id_, text in zip(negative_ids, self._negatives)]
 
     def _kind_counts(self) -> list[dict[str, int]]:
         """The per-kind slot counts a batch may have."""
@@ -264,13 +309,30 @@ class HybridBatchSampler:
     def _to_batch(self, drawn: list[tuple[str, int, int, int]]) -> Batch:
         batch = Batch([], [], [], [], [], [])
         for kind, g, q_lang, p_lang in drawn:
+            query_row, passage_row = self._row[(g, q_lang)], self._row[(g, p_lang)]
             batch.kinds.append(kind)
             batch.groups.append(self.group_names[g])
             batch.query_langs.append(self.languages[q_lang])
             batch.passage_langs.append(self.languages[p_lang])
-            batch.queries.append(self._queries[self._row[(g, q_lang)]])
-            batch.passages.append(self._passages[self._row[(g, p_lang)]])
+            batch.query_rows.append(query_row)
+            batch.passage_rows.append(passage_row)
+            batch.queries.append(self._queries[query_row])
+            batch.passages.append(self._passages[passage_row])
+        batch.sources = [self.name] * len(batch) if self.name is not None else []
+        if self._negatives is not None:
+            self._add_negatives(batch)
         return batch
+
+    def _add_negatives(self, batch: Batch) -> None:
+        """Each pair's negative (its passage row's), dropped where it answers a query of the batch."""
+        answered = {self._passage_keys[row] for row in batch.passage_rows}
+        for row in batch.passage_rows:
+            negative = self._negatives[row]
+            dropped = negative is not None and self._negative_keys[row] in answered
+            keep = negative is not None and not dropped
+            batch.negatives.append(negative if keep else None)
+            batch.negative_rows.append(row if keep else None)
+            batch.negative_dropped.append(dropped)
 
     def __iter__(self):
         return self
@@ -302,3 +364,87 @@ class HybridBatchSampler:
                 "pairs_per_language": dict(zip(self.languages, (len(gs) for gs in self._groups_by_lang))),
                 "groups_with_2plus_languages": sum(len(ls) > 1 for ls in self._langs_of_group),
                 "languages_per_group": dict(sorted(Counter(len(ls) for ls in self._langs_of_group).items()))}
+
+
+class MultiSourceSampler:
+    """Batches from several sources: each batch's source is drawn with ``weights``, then the batch from it.
+
+    ``pairs`` is one table with a ``source`` column (sources in order of first appearance); each source gets its own
+    ``HybridBatchSampler`` (same batch size, ratios and mix; its own seed) over its rows, and batches carry rows of
+    the whole table (``Batch.*_rows``), so one ``tokens.PairTokens`` serves them all. ``weights``: ``"size"`` (in
+    proportion to each source's pairs, the reference paper's rule) or one positive weight per source.
+    """
+
+    def __init__(self, pairs, batch_size: int, ratios: dict[str, float], weights="size", mix: str = "per_batch",
+                 seed: int = 0, language_weights: str = "uniform"):
+        column = np.asarray(pairs["source"])
+        self.names = list(dict.fromkeys(column.tolist()))
+        self._rows = {name: np.flatnonzero(column == name) for name in self.names}
+        self.samplers = {}
+        for i, name in enumerate(self.names):
+            own_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])  # independent streams
+            try:
+                self.samplers[name] = HybridBatchSampler(pairs.select(self._rows[name]), batch_size, ratios, mix,
+                                                         own_seed, language_weights, name=name)
+            except ValueError as err:
+                raise ValueError(f"train source {name!r}: {err}") from None
+        sizes = [len(self._rows[name]) for name in self.names]
+        self.weights = _source_weights(weights, sizes, self.names)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.batches_drawn = 0
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted({lang for sampler in self.samplers.values() for lang in sampler.languages})
+
+    def next_batch(self) -> Batch:
+        name = self.names[_weighted_index(self._rng, np.array(self.weights))]
+        batch = self.samplers[name].next_batch()
+        rows = self._rows[name]
+        self.batches_drawn += 1
+        return dataclasses.replace(  # the source's rows as rows of the whole table
+            batch, query_rows=[int(rows[r]) for r in batch.query_rows],
+            passage_rows=[int(rows[r]) for r in batch.passage_rows],
+            negative_rows=[None if r is None else int(rows[r]) for r in batch.negative_rows])
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        return self.next_batch()
+
+    def _config(self) -> dict:
+        return {"sources": self.names, "weights": self.weights, "seed": self.seed}
+
+    def state_dict(self) -> dict:
+        return {"config": self._config(), "batches_drawn": self.batches_drawn, "rng": self._rng.bit_generator.state,
+                "samplers": {name: sampler.state_dict() for name, sampler in self.samplers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != self._config():
+            raise ValueError(f"sampler state was saved for {state['config']}, this sampler is {self._config()}")
+        for name, sampler in self.samplers.items():
+            sampler.load_state_dict(state["samplers"][name])
+        self._rng.bit_generator.state = state["rng"]
+        self.batches_drawn = state["batches_drawn"]
+
+    def describe(self) -> dict:
+        """Per source its weight and ``HybridBatchSampler.describe()``; groups and pairs in all."""
+        per_source = {name: {"weight": weight, **sampler.describe()}
+                      for (name, sampler), weight in zip(self.samplers.items(), self.weights)}
+        return {"sources": per_source, "languages": self.languages,
+                "groups": sum(d["groups"] for d in per_source.values()),
+                "pairs": sum(d["pairs"] for d in per_source.values())}
+
+
+def _source_weights(weights, sizes: list[int], names: list[str]) -> list[float]:
+    """Probabilities of the sources: ``"size"`` (proportional to ``sizes``) or given weights, checked."""
+    if weights == "size":
+        return [size / sum(sizes) for size in sizes]
+    weights = [float(w) for w in weights]
+    if len(weights) != len(names):
+        raise ValueError(f"{len(weights)} source weights for the {len(names)} sources {names}; give one per source")
+    if not all(w > 0 for w in weights):  # also catches NaN
+        raise ValueError(f"source weights {weights} must be positive; drop a source rather than weight it 0")
+    return [w / sum(weights) for w in weights]

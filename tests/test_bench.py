@@ -31,9 +31,13 @@ def test_gpu_benchmark_runs_on_cpu_with_a_tiny_model(tmp_path):
     inputs = tmp_path / "inputs"
     run(["bench/gpu.py", "--prepare", str(inputs)], tmp_path)
     out_file = tmp_path / "gpu.json"
-    run(["bench/gpu.py", "--inputs", str(inputs), "--device", "cpu", "--tiny", "--batch-size", "4", "--warmup", "1",
-         "--steps", "1", "--skip-eval", "--no-checkpointing-run", "--out", str(out_file)], tmp_path)
+    run(["bench/gpu.py", "--inputs", str(inputs), "--device", "cpu", "--size", "tiny", "--batch-size", "4",
+         "--warmup", "1", "--steps", "2", "--out", str(out_file)], tmp_path)
     report = json.loads(out_file.read_text())
-    result = report["train base ckpt=False compile=False"]
-    assert result["tokens_per_step"] == 4 * (64 + 256) and result["median_step_s"] > 0
-    assert set(result["breakdown"]) >= {"tokenize_s", "forward_backward_s", "adamw_fused_s"}
+    result = report["train tiny mlqa-r"]
+    assert set(result["variants"]) == {"padded+tokenize", "padded", "packed", "packed+compile"}
+    assert result["padding_factor"] > 1 and result["useful_tokens_per_step"] > 0
+    for variant in result["variants"].values():
+        assert variant["step_s"]["n"] == 2 and variant["useful_tokens_per_s"] > 0
+    evaluation = report["evaluation tiny"]
+    assert evaluation["packed bf16"]["max_abs_diff_vs_padded_fp32"] < 0.05  # bf16: close, not equal

@@ -40,6 +40,31 @@ def test_defaults_resolve_and_notebook_parameters_match_defaults():
     ({"max_groups": 0}, "max_groups=0: must be a positive integer or None"),
     ({"save_model": "yes"}, "must be true or false"),
     ({"eval_benchmarks": ["xquad"]}, "unknown benchmark 'xquad'"),
+    # hard negatives and the loss form
+    ({"negatives": "hard"}, r"negatives='hard': must be one of \['none', 'mined', 'source'\]"),
+    ({"loss_form": "eq1"}, r"loss_form='eq1': must be one of \['batch', 'paper'\]"),
+    ({"loss_form": "paper"}, r"loss_form='paper' .* but negatives='none': set negatives to 'mined' or 'source'"),
+    ({"negatives": "mined", "train_source": "mmarco"}, r"negatives='mined' .* 'mmarco' is not a benchmark: use "
+                                                        r"negatives='source'"),
+    ({"negatives": "source"}, r"negatives='source' .* the benchmark 'mlqa-r' has none: use negatives='mined'"),
+    # several sources
+    ({"train_source": ["mlqa-r", "mlqa"]}, r"train_source='mlqa': neither a benchmark"),
+    ({"train_source": ["mlqa-r", "mlqa-r"]}, "names a source twice"),
+    ({"train_source": []}, "a non-empty list"),
+    ({"train_source": ["mlqa-r", "xquad-r"], "source_weights": [1.0]},
+     r"source_weights=\[1.0\]: 1 weight for the 2 train sources \['mlqa-r', 'xquad-r'\]"),
+    ({"train_source": ["mlqa-r", "xquad-r"], "source_weights": [1.5, -0.5]}, "every weight must be positive"),
+    ({"train_source": ["mlqa-r", "xquad-r"], "source_weights": [0.5, 0.6]}, r"sum to 1.1: they must sum to 1"),
+    ({"source_weights": "sized"}, "'size' or a list of numbers"),
+    # validation
+    ({"validate_every": 10}, "validate_every=10 needs a validation_source"),
+    ({"validation_source": "squadshifts"}, "never used with validate_every=0"),
+    ({"validation_source": "squad", "validate_every": 10}, "validation_source='squad': neither a benchmark"),
+    ({"validation_source": "squadshifts", "validate_every": 500}, r"validate_every=500 > steps=100"),
+    ({"validation_source": "xquad-r", "validate_every": 10}, "also in eval_benchmarks: picking the weights on it"),
+    ({"validation_source": "mlqa-r", "validate_every": 10, "eval_benchmarks": ["xquad-r"]}, "also a train_source"),
+    ({"validate_every": -1}, "validate_every=-1 must be >= 0"),
+    ({"validation_source": "squadshifts", "validate_every": 10, "validation_batches": 0}, "validation_batches=0"),
 ])
 def test_bad_parameters_name_key_value_and_fix(overrides, message):
     with pytest.raises(ParameterError, match=message):
@@ -84,3 +109,18 @@ def test_a_parameter_missing_from_an_old_record_counts_as_its_default():
     old = {k: v for k, v in params.items() if k != "cache_chunk_size"}  # recorded before the key existed
     assert differing_params(old, params) == {}
     assert differing_params(old, {**params, "cache_chunk_size": 8}) == {"cache_chunk_size": (None, 8)}
+
+
+def test_new_parameters_default_to_the_earlier_behaviour():
+    """Runs recorded before negatives, several sources and validation existed count as having the defaults."""
+    from hybridlib.config import differing_params
+
+    params = resolve_params({"steps": 5}, apply_env=False)
+    new_keys = ("source_weights", "negatives", "loss_form", "validation_source", "validate_every", "validation_batches")
+    assert {k: params[k] for k in new_keys} == {"source_weights": "size", "negatives": "none", "loss_form": "batch",
+                                                "validation_source": None, "validate_every": 0,
+                                                "validation_batches": 10}
+    old = {k: v for k, v in params.items() if k not in new_keys}
+    assert differing_params(old, params) == {}
+    # a baseline (steps 0) may carry the sweep's validation settings
+    resolve_params({"steps": 0, "validation_source": "squadshifts", "validate_every": 250}, apply_env=False)

@@ -2,9 +2,11 @@
 
 One spawn of 2 processes runs every distributed case and saves its results; the tests compare them with
 the same computations done here in one process. The tiny model has dropout off, so both are deterministic.
+Hard negatives (mined, some pairs without one) are gathered with their mask: the same equalities hold.
 """
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -14,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from hybridlib.cached_loss import contrastive_loss
 from hybridlib.data import load_benchmark, pairs_from_benchmark
 from hybridlib.distributed import all_reduce_gradients, gather_with_grad, shard, world
 from hybridlib.loss import InfoNCELoss
@@ -56,9 +59,9 @@ def _frozen_table(model):
     return model
 
 
-def _loss_fn(gather: bool = True) -> InfoNCELoss:
+def _loss_fn(gather: bool = True, form: str = "batch") -> InfoNCELoss:
     # a trained loss parameter is covered too
-    return InfoNCELoss(0.05, learnable_temperature=True, gather_across_ranks=gather)
+    return InfoNCELoss(0.05, learnable_temperature=True, gather_across_ranks=gather, form=form)
 
 
 def _step_sampler(pairs) -> HybridBatchSampler:
@@ -70,16 +73,20 @@ def _train_sampler(pairs) -> HybridBatchSampler:
     return HybridBatchSampler(pairs, BATCH, {"cross": 1.0}, seed=0)
 
 
+def _samplers(pairs, negative_pairs) -> dict:
+    return {"step": _step_sampler(pairs), "train": _train_sampler(pairs),
+            "negatives_step": _step_sampler(negative_pairs), "negatives_train": _train_sampler(negative_pairs)}
+
+
 def _one_step(model, loss_fn, batch: Batch, gather: bool) -> dict:
     """Embed ``batch`` (this rank's slice), loss (gathered if ``loss_fn`` gathers across ranks, as ``gather``
     says), backward, all-reduce: summed gradients after a gathered loss, averaged after local ones."""
-    q = model.embed(batch.queries, "query")
-    p = model.embed(batch.passages, "passage")
-    out = loss_fn(q, p)  # with gather_across_ranks, over the gathered global batch
+    # with gather_across_ranks, over the gathered global batch (hard negatives and their mask too, if any)
+    out = contrastive_loss(model.embed, batch.queries, batch.passages, loss_fn, negatives=batch.negatives)
     out.loss.backward()
     all_reduce_gradients(model.parameters(), average=not gather)
     all_reduce_gradients(loss_fn.parameters(), average=True)  # full (gather) or local (no gather) on each rank
-    return {"loss": out.loss.item(), "grads": _grads(model, loss_fn)}
+    return {"loss": out.loss.item(), "grads": _grads(model, loss_fn), "hard": out.hard_negative_similarity}
 
 
 def _grads(model, loss_fn) -> dict[str, torch.Tensor]:
@@ -132,6 +139,14 @@ def _worker(rank: int, init_file: str, out_dir: str, model, samplers: dict) -> N
         m = _frozen_table(_copy(base))
         records = train(m, copy.deepcopy(samplers["train"]), **resumable, loss_fn=_loss_fn())
         results["resumed"] = {"records": records, "params": _params(m)}
+
+        # (d) with hard negatives: one gathered step in both loss forms, and 3 gathered training steps
+        negatives_batch = shard(next(copy.deepcopy(samplers["negatives_step"])), rank, WORLD)
+        for form in ("batch", "paper"):
+            results[f"negatives_{form}"] = _one_step(_copy(base), _loss_fn(form=form), negatives_batch, gather=True)
+        m = _frozen_table(_copy(base))
+        records = train(m, copy.deepcopy(samplers["negatives_train"]), **TRAIN, loss_fn=_loss_fn())
+        results["negatives_train"] = {"records": records, "params": _params(m)}
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -144,15 +159,21 @@ def pairs():
 
 
 @pytest.fixture(scope="module")
+def negative_pairs():
+    bench = load_benchmark("mlqa-r", languages=["ar", "en", "es", "hi"], max_groups=60)
+    return pairs_from_benchmark(bench, negatives=True)
+
+
+@pytest.fixture(scope="module")
 def base_model():
     return _no_dropout(tiny_model())
 
 
 @pytest.fixture(scope="module")
-def ranks(pairs, base_model, tmp_path_factory):
+def ranks(pairs, negative_pairs, base_model, tmp_path_factory):
     """The 2 processes' results, [rank 0, rank 1]."""
     out = tmp_path_factory.mktemp("distributed")
-    samplers = {"step": _step_sampler(pairs), "train": _train_sampler(pairs)}
+    samplers = _samplers(pairs, negative_pairs)
     model = _copy(base_model)
     mp.spawn(_worker, args=(str(out / "init"), str(out), model, samplers), nprocs=WORLD, join=True)
     results = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
@@ -227,6 +248,34 @@ def test_training_equals_one_process(ranks, pairs, base_model):
                     assert math.isclose(got[key], want[key], rel_tol=RTOL, abs_tol=ATOL), (case, key, got, want)
             _assert_close_dicts(result[case]["params"], expected_params, atol=TRAIN_ATOL, rtol=RTOL)
         _assert_identical_on_ranks(ranks, case, "params")
+
+
+@pytest.mark.parametrize("form", ["batch", "paper"])
+def test_gathered_step_with_negatives_equals_one_process(ranks, negative_pairs, base_model, form):
+    batch = next(_step_sampler(negative_pairs))
+    assert None in batch.negatives and sum(n is not None for n in batch.negatives) >= BATCH // 2  # masks matter
+    expected = _one_step(_copy(base_model), _loss_fn(form=form), batch, gather=False)  # one process: no-ops
+    for result in ranks:
+        got = result[f"negatives_{form}"]
+        assert math.isclose(got["loss"], expected["loss"], rel_tol=RTOL, abs_tol=ATOL)
+        assert math.isclose(got["hard"], expected["hard"], rel_tol=RTOL, abs_tol=ATOL)
+        _assert_close_dicts(got["grads"], expected["grads"])
+    _assert_identical_on_ranks(ranks, f"negatives_{form}", "grads")
+    plain = _one_step(_copy(base_model), _loss_fn(), dataclasses.replace(batch, negatives=[]), gather=False)
+    assert abs(plain["loss"] - expected["loss"]) > 1e-3  # the negatives took part
+
+
+def test_gathered_training_with_negatives_equals_one_process(ranks, negative_pairs, base_model):
+    model = _frozen_table(_copy(base_model))
+    expected = train(model, _train_sampler(negative_pairs), **TRAIN, loss_fn=_loss_fn())
+    for result in ranks:
+        records = result["negatives_train"]["records"]
+        for got, want in zip(records, expected):
+            assert got["negatives"] == want["negatives"] > 0 and got["negatives_dropped"] == want["negatives_dropped"]
+            for key in ("loss", "accuracy", "hard_negative_similarity", "grad_norm"):
+                assert math.isclose(got[key], want[key], rel_tol=RTOL, abs_tol=ATOL), (key, got, want)
+        _assert_close_dicts(result["negatives_train"]["params"], _params(model), atol=TRAIN_ATOL, rtol=RTOL)
+    _assert_identical_on_ranks(ranks, "negatives_train", "params")
 
 
 def test_only_rank_zero_writes(ranks):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-NOTEBOOKS = ["01_data_exploration.ipynb", "02_train.ipynb", "03_evaluation.ipynb", "04_bias_analysis.ipynb"]
+NOTEBOOKS = ["01_data_exploration.ipynb", "02_train.ipynb", "03_evaluation.ipynb", "04_bias_analysis.ipynb",
+             "05_explore.ipynb"]
 
 
 def free_port() -> int:

@@ -133,3 +133,48 @@ def test_rejects_bad_inputs():
         InfoNCELoss(temperature=0.0)
     with pytest.raises(ValueError):
         InfoNCELoss()(torch.randn(4, 8), torch.randn(5, 8))
+
+
+# ---------------------------------------------------------------------- hard negatives (triplets)
+
+
+def test_hard_negatives_by_hand_both_forms_and_symmetric():
+    """Two pairs on the unit circle, one hard negative (the second pair has none), temperature 1.
+
+    cosines: s(q0,p0)=1, s(q0,p1)=0.6, s(q1,p0)=0, s(q1,p1)=0.8; s(q0,h0)=0.8, s(q1,h0)=0.6; h1 is missing.
+    """
+    e = math.exp
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    p = torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64) * 3.0  # scaling must not matter
+    h = torch.tensor([[0.8, 0.6], [-0.3, 0.1]], dtype=torch.float64)  # h1 is junk: masked out
+    mask = torch.tensor([True, False])
+    batch_form = (-math.log(e(1) / (e(1) + e(0.6) + e(0.8))) - math.log(e(0.8) / (e(0) + e(0.8) + e(0.6)))) / 2
+    paper_form = (-math.log(e(1) / (e(1) + e(0.8))) - math.log(e(0.8) / (e(0.8) + e(0.6)))) / 2
+    passage_to_query = (-math.log(e(1) / (e(1) + e(0))) - math.log(e(0.8) / (e(0.6) + e(0.8)))) / 2
+    cases = {("batch", False): batch_form, ("paper", False): paper_form,
+             ("batch", True): (batch_form + passage_to_query) / 2, ("paper", True): (paper_form + passage_to_query) / 2}
+    for (form, symmetric), expected in cases.items():
+        out = InfoNCELoss(temperature=1.0, symmetric=symmetric, form=form)(q, p, h, mask)
+        assert out.loss.item() == pytest.approx(expected, abs=1e-12), (form, symmetric)
+        assert out.hard_negative_similarity == pytest.approx(0.8)
+        assert out.accuracy == 1.0
+        assert out.positive_similarity == pytest.approx(0.9) and out.negative_similarity == pytest.approx(0.3)
+    # without negatives the loss is the in-batch InfoNCE, and the paper form refuses to run
+    assert InfoNCELoss(temperature=1.0)(q, p).hard_negative_similarity is None
+    with pytest.raises(ValueError, match="form='paper'.*needs negative embeddings"):
+        InfoNCELoss(form="paper")(q, p)
+    with pytest.raises(ValueError, match="form must be one of"):
+        InfoNCELoss(form="eq1")
+
+
+def test_masked_negatives_give_finite_gradients_to_a_learnable_temperature():
+    q, p = random_inputs(seed=6)
+    h = torch.randn_like(q, requires_grad=True)
+    mask = torch.tensor([True, False, True, False, False, True])
+    loss_fn = InfoNCELoss(learnable_temperature=True).double()
+    out = loss_fn(q, p, h, mask)
+    scale_grad, h_grad = torch.autograd.grad(out.loss, (loss_fn.logit_scale, h))
+    assert torch.isfinite(scale_grad) and scale_grad != 0
+    assert torch.all(h_grad[~mask] == 0) and h_grad[mask].abs().sum() > 0  # missing negatives get nothing
+    with pytest.raises(ValueError, match="negative embeddings"):
+        loss_fn(q, p, h[:3], mask[:3])

@@ -158,9 +158,10 @@ def test_qrels_formats(tmp_path):
     (tmp_path / "pairs.tsv").write_text("7\t70\n8\t80\n7\t71\n")
     (tmp_path / "triples.tsv").write_text("7\t70\t99\n7\t71\t98\n8\t80\t97\n9\t90\t96\n")
     (tmp_path / "trec.tsv").write_text("7 0 70 0\n7 0 71 1\n8\t0\t80\t1\n")
-    assert read_qrels(tmp_path / "pairs.tsv") == ({"7": "70", "8": "80"}, 3)
-    assert read_qrels(tmp_path / "triples.tsv", max_groups=2) == ({"7": "70", "8": "80"}, 3)
-    assert read_qrels(tmp_path / "trec.tsv")[0] == {"7": "71", "8": "80"}  # relevance 0 is not a positive
+    assert read_qrels(tmp_path / "pairs.tsv") == ({"7": ("70", None), "8": ("80", None)}, 3)
+    # the triples keep the negative of each qid's first line
+    assert read_qrels(tmp_path / "triples.tsv", max_groups=2) == ({"7": ("70", "99"), "8": ("80", "97")}, 3)
+    assert read_qrels(tmp_path / "trec.tsv")[0] == {"7": ("71", None), "8": ("80", None)}  # relevance 0: no positive
     (tmp_path / "bad.tsv").write_text("1 2 3 4 5\n")
     with pytest.raises(ValueError, match="5 fields"):
         read_qrels(tmp_path / "bad.tsv")
@@ -276,3 +277,61 @@ def test_run_parameters_train_on_mmarco_once_streamed_then_cached(tmp_path, monk
     assert len(batch) == 4 and len(set(batch.groups)) == 4
     with pytest.raises(ParameterError, match="not in mMARCO"):
         resolve_params({"train_source": "mmarco", "train_languages": ["el"]}, apply_env=False)
+
+
+# ---------------------------------------------------------------------- triples: the hard negatives
+
+
+def test_mmarco_triples_keep_the_negative_in_each_language():
+    pairs = mmarco_pairs(["en", "de"], max_groups=6, base_url=FIXTURE, progress=False, negatives=True)
+    assert pairs.column_names == [*PAIR_COLUMNS, "negative", "passage_id", "negative_id"]
+    triples = {}
+    for line in TRIPLES.read_text().splitlines():
+        qid, positive, negative = line.split("\t")
+        triples.setdefault(qid, (positive, negative))
+    collections = {lang: dict(line.split("\t", 1) for line in (FIXTURE / f"data/google/collections/{name}_collection.tsv")
+                              .read_text(encoding="utf-8").splitlines()) for lang, name in (("en", "english"),
+                                                                                           ("de", "german"))}
+    for row in pairs:
+        positive, negative = triples[row["group"]]
+        assert (row["passage_id"], row["negative_id"]) == (positive, negative)
+        assert row["passage"] == collections[row["lang"]][positive]
+        assert row["negative"] == collections[row["lang"]][negative]  # in the row's (the passage's) language
+    australia = rows_of(pairs, "679128")
+    assert australia["de"]["negative"] != australia["en"]["negative"]
+    report = pair_source_report(pairs)
+    assert report["missing_negatives"] == {"en": 0, "de": 0}
+    without = mmarco_pairs(["en", "de"], max_groups=6, base_url=FIXTURE, progress=False)
+    assert without.column_names == list(PAIR_COLUMNS)
+    assert without.select_columns(list(PAIR_COLUMNS)).to_pandas().equals(
+        pairs.select_columns(list(PAIR_COLUMNS)).to_pandas())  # the same pairs, with or without negatives
+
+
+def test_a_negative_missing_from_one_language_keeps_the_group(tmp_path):
+    for lang in ("en", "de"):
+        (tmp_path / f"q-{lang}.tsv").write_text("1\tq one\n2\tq two\n", encoding="utf-8")
+    (tmp_path / "c-en.tsv").write_text("10\tp ten\n20\tp twenty\n30\tp thirty\n", encoding="utf-8")
+    (tmp_path / "c-de.tsv").write_text("10\tP zehn\n20\tP zwanzig\n", encoding="utf-8")  # no 30
+    (tmp_path / "triples.tsv").write_text("1\t10\t30\n2\t20\t10\n")
+    files = {lang: str(tmp_path / f"q-{lang}.tsv") for lang in ("en", "de")}
+    collections = {lang: str(tmp_path / f"c-{lang}.tsv") for lang in ("en", "de")}
+    pairs = stream_parallel_pairs(files, collections, str(tmp_path / "triples.tsv"), progress=False, negatives=True)
+    assert pairs["negative"] == ["p thirty", None, "p ten", "P zehn"]
+    assert pair_source_report(pairs)["missing_negatives"] == {"en": 0, "de": 1}
+    (tmp_path / "pairs.tsv").write_text("1\t10\n2\t20\n")
+    with pytest.raises(ValueError, match="not a triples file"):
+        stream_parallel_pairs(files, collections, str(tmp_path / "pairs.tsv"), progress=False, negatives=True)
+
+
+def test_mmarco_cache_keys_on_negatives(tmp_path):
+    from hybridlib.pair_sources import cached_mmarco_pairs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = cached_mmarco_pairs(["en"], 4, tmp_path, base_url=FIXTURE, progress=False)
+        triples = cached_mmarco_pairs(["en"], 4, tmp_path, base_url=FIXTURE, progress=False, negatives=True)
+    names = sorted(path.name for path in (tmp_path / "pairs").glob("*.parquet"))
+    assert len(names) == 2 and any(name.endswith("-negatives.parquet") for name in names)
+    assert "negative" not in plain.column_names and "negative" in triples.column_names
+    again = cached_mmarco_pairs(["en"], 4, tmp_path, base_url=FIXTURE, progress=False, negatives=True)
+    assert again.to_pandas().equals(triples.to_pandas())

@@ -139,3 +139,34 @@ def test_with_seeds_the_test_counts_training_randomness():
     tight = paired_test(point(0.03, (-0.005, 0.0, 0.005)), point(0.0, (0.005, -0.005, 0.0)), "map", "multi",
                         permutations=2000, replicates=2000)
     assert tight["p_value"] < 0.01 and tight["low"] > 0
+
+
+def test_questions_on_one_paragraph_are_resampled_together(data_dir):
+    """The resampling unit is the paragraph of the gold (real XQuAD-R): counted here from the raw file."""
+    from hybridlib.data import load_benchmark
+    from hybridlib.metrics import evaluate_embeddings
+    from hybridlib.stats import resampling_unit, shared_units
+
+    bench = load_benchmark("xquad-r", languages=["de", "en"], max_groups=60)
+    raw = json.loads((data_dir / "xquad-r" / "en.json").read_text())["data"]
+    paragraphs, seen = set(), 0
+    for a, article in enumerate(raw):
+        for p, paragraph in enumerate(article["paragraphs"]):
+            for qa in paragraph["qas"]:
+                if seen < 60 and qa["id"] in set(bench.queries["group"]):
+                    paragraphs.add((a, p))
+                    seen += 1
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((len(bench.queries), 8)).astype(np.float32)
+    c = rng.standard_normal((len(bench.candidates), 8)).astype(np.float32)
+    _, table = evaluate_embeddings(bench, q / np.linalg.norm(q, axis=1, keepdims=True),
+                                   c / np.linalg.norm(c, axis=1, keepdims=True))
+    assert resampling_unit([table]) == "cluster"
+    units = shared_units([table])
+    assert len(units) == len(paragraphs) < 60  # several questions per paragraph
+    assert table.groupby("group")["cluster"].nunique().max() == 1  # a group never spans two clusters
+    assert len(shared_units([table.drop(columns="cluster")])) == 60  # older tables: one unit per group
+    # the unit changes the interval, never the point estimate
+    wide = bootstrap_ci(table, "map", "multi", replicates=400)
+    narrow = bootstrap_ci(table.drop(columns="cluster"), "map", "multi", replicates=400)
+    assert wide["mean"] == pytest.approx(narrow["mean"])

@@ -28,7 +28,7 @@ runs:
 
 
 @pytest.mark.slow
-def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkeypatch):
+def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HYBRIDLIB_PARAMS_OVERRIDE", raising=False)
     out = tmp_path / "sweep"
     spec = tmp_path / "tiny.yaml"
@@ -52,13 +52,57 @@ def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkey
     assert (out / "figures" / "map_vs_ratio-xquad-r.png").stat().st_size > 10_000
     assert summary.loc["baseline", "status"].startswith("ok")
 
-    # a second run reruns only what failed or is missing
-    summary = run_sweep(spec)
     history = json.loads((out / "sweep.json").read_text())["invocations"]
-    assert len(history) == 2 and history[0]["status"]["baseline"]["status"].startswith("ok")
+    assert len(history) == 1 and history[0]["status"]["baseline"]["status"].startswith("ok")
+    assert history[0]["status"]["03_evaluation.ipynb"]["status"].startswith("ok")
+    assert history[0]["launcher"].startswith("sequential")  # the default: one run at a time, as always
+    baseline, cross = history[0]["status"]["baseline"], history[0]["status"]["cross"]
+    assert baseline["ended"] <= cross["started"]  # one after the other
+    assert [a["status"] for a in cross["attempts"]] == ["ok"] and cross["notebook"] == str(out / "cross" / "02_train.ipynb")
+    assert json.loads((out / "cross" / "metrics.json").read_text())["environment"]["launcher"] == "sequential"
+
+    # a second run reruns only what failed, is missing or cannot be read: truncate cross's metrics.json and
+    # sweep.json as a full disk would; both are kept aside, cross is redone, the history begins again
+    metrics, record = out / "cross" / "metrics.json", out / "sweep.json"
+    truncated_metrics, truncated_record = metrics.read_text()[:300], record.read_text()[:50]
+    metrics.write_text(truncated_metrics)
+    record.write_text(truncated_record)
+    capsys.readouterr()
+    summary = run_sweep(spec)
+    printed = capsys.readouterr().out
+    aside = sorted(out.glob("cross.damaged-*"))
+    assert len(aside) == 1 and (aside[0] / "metrics.json").read_text() == truncated_metrics
+    assert f"{metrics} cannot be read: not valid JSON" in printed and f"moved cross aside to {aside[0].name}" in printed
+    backups = sorted(out.glob("sweep.json.damaged-*"))
+    assert len(backups) == 1 and backups[0].read_text() == truncated_record
+    assert f"warning: {record} cannot be read" in printed and f"kept it as {backups[0].name}" in printed
+    history = json.loads(record.read_text())["invocations"]
+    assert len(history) == 1  # a new history
     status = history[-1]["status"]
-    assert status["baseline"]["status"].startswith("skipped") and status["cross"]["status"].startswith("skipped")
+    assert status["baseline"]["status"].startswith("skipped") and status["cross"]["status"].startswith("ok")
     assert status["broken"]["status"] == "FAILED"
+    assert json.loads(metrics.read_text())["training"]["batch_kinds"] == {"cross": 3}  # redone, whole
+    assert sorted(summary.index) == ["baseline", "cross"]  # the folder set aside is not a run
+    assert printed.index("1 FAILED:") < printed.index("status")  # failures come before the table
+
+
+@pytest.mark.slow
+def test_sweep_whose_only_trained_point_fails_runs_no_analysis_and_exits_non_zero(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    spec = tmp_path / "failing.yaml"
+    spec.write_text(SWEEP.format(out=out).split("runs:")[0] + "runs:\n  broken: {batch_size: 2000}\n")
+    assert main([str(spec)]) == 1
+    printed = capsys.readouterr().out
+    for notebook in ("03_evaluation.ipynb", "04_bias_analysis.ipynb"):
+        assert not (out / notebook).exists()
+    assert "03_evaluation.ipynb, 04_bias_analysis.ipynb, 05_explore.ipynb not run: no run of this sweep has finished" in printed
+    failures = printed[printed.index("1 FAILED:"):].splitlines()
+    assert failures[1].startswith("  broken: ValueError: batch_size 2000 exceeds the 1148 groups")
+    log = out / ".launch" / "broken" / "attempt-1.log"  # the run's own output, as the notebook printed it
+    assert failures[1].endswith(f"-> {out / 'broken' / '02_train.ipynb'} (log: {log})")
+    assert "exceeds the 1148 groups" in log.read_text()
+    status = json.loads((out / "sweep.json").read_text())["invocations"][0]["status"]
+    assert status["broken"]["status"] == "FAILED" and status["03_evaluation.ipynb"]["status"] == "not run"
 
 
 def test_sweep_file_errors_come_before_any_work(tmp_path, capsys):

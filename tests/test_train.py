@@ -18,9 +18,9 @@ WARMUP = 3
 LR = 3e-3  # high: the tiny model is randomly initialised
 RATIOS = {"mono": 0.34, "cross": 0.33, "multi": 0.33}
 FIELDS = {
-    "step", "kind", "batch_size", "kinds", "query_langs", "passage_langs", "loss", "accuracy",
-    "positive_similarity", "negative_similarity", "temperature", "lr", "grad_norm", "seconds",
-    "pairs_per_second",
+    "step", "kind", "source", "batch_size", "kinds", "query_langs", "passage_langs", "negatives", "negatives_dropped",
+    "loss", "accuracy", "positive_similarity", "negative_similarity", "hard_negative_similarity", "temperature",
+    "lr", "grad_norm", "seconds", "pairs_per_second", "validation_loss",
 }
 
 
@@ -82,6 +82,9 @@ def test_jsonl_log_has_one_valid_line_per_step(run):
         assert -1.0 <= r["negative_similarity"] <= 1.0 and -1.0 <= r["positive_similarity"] <= 1.0
         assert r["temperature"] == pytest.approx(0.05)
         assert r["pairs_per_second"] == pytest.approx(16 / r["seconds"])
+        # pairs without hard negatives, no validation, a sampler without a name
+        assert r["negatives"] == r["negatives_dropped"] == 0 and r["hard_negative_similarity"] is None
+        assert r["validation_loss"] is None and r["source"] is None
         if r["kind"] == "mono":
             assert len(r["query_langs"]) == 1 and r["query_langs"] == r["passage_langs"]
     assert kinds_seen <= {"mono", "cross", "multi"} and len(kinds_seen) >= 2
@@ -243,3 +246,21 @@ def test_torch_floor_has_fused_cpu_adamw():
     assert floor and (int(floor[1]), int(floor[2])) >= (2, 4), floor
     model = torch.nn.Linear(3, 3)
     assert make_optimizer(model, lr=1e-3, weight_decay=0.0).defaults["fused"] is True
+
+
+def test_pretokenized_pairs_give_the_same_run_and_are_cached(pairs, fresh_model, tmp_path, monkeypatch):
+    """A PairTokens table (tokenized once, cached) gives exactly the steps of tokenizing every batch."""
+    from hybridlib.tokens import PairTokens
+
+    monkeypatch.setenv("HYBRIDLIB_CACHE_DIR", str(tmp_path))
+    model = fresh_model()
+    tokens = PairTokens.build(pairs, model)
+    assert len(tokens) == len(pairs) and len(list((tmp_path / "tokens").glob("*.npz"))) == 1
+    assert tokens.ids([0, 5], "passage") == model.token_ids([pairs[0]["passage"], pairs[5]["passage"]], "passage")
+    plain = train(fresh_model(), make_sampler(pairs), steps=3, lr=LR, progress=False)
+    # the steps must not call the tokenizer, and a second build must read the cache
+    monkeypatch.setattr(type(model.tokenizer), "__call__", lambda *a, **k: pytest.fail("tokenizer called"))
+    cached = PairTokens.build(pairs, model)
+    ahead = train(fresh_model(), make_sampler(pairs), steps=3, lr=LR, progress=False, tokens=cached)
+    assert [r["query_langs"] for r in ahead] == [r["query_langs"] for r in plain]
+    assert [r["loss"] for r in ahead] == [r["loss"] for r in plain]  # the same ids: bit-identical
