@@ -34,7 +34,7 @@ test-slurm: setup
 demo: setup
 	$(PY) -m hybridlib.sweep $(SWEEP)
 
-# The alpha curve on the mono-cross edge (params/demo-alpha.yaml: 5 alphas x 4 seeds + baseline, ~90 min on 2 cores).
+# The alpha curve on the mono-cross edge (params/demo-alpha.yaml: 5 alphas x 3 seeds at 600 groups + baseline, ~90 min on 2 cores).
 demo-alpha: setup
 	$(PY) -m hybridlib.sweep params/demo-alpha.yaml
 

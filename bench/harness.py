@@ -124,7 +124,12 @@ class StepByStep:
             except BaseException as err:  # surface it in the harness instead of a silent thread death
                 self._done.put(err)
 
-        threading.Thread(target=work, daemon=True).start()
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait for the function to return (after its last batch), e.g. before the process exits."""
+        self._thread.join()
 
     def __iter__(self) -> "StepByStep":
         return self

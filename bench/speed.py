@@ -3,10 +3,11 @@
 Both get the same weights, batches, max length, learning rate and prompts, so the ratios measure the code
 paths only. Every measurement has three cases, interleaved round by round (``bench/harness.py``):
 
-1. training, one round = one step on the same MLQA-R cross batch: ours = a step of ``hybridlib.train.train``;
-   theirs = ``SentenceTransformer`` + ``MultipleNegativesRankingLoss`` + fused AdamW in a plain loop (what
-   ``SentenceTransformerTrainer`` runs); floor = forward + backward alone on the length-sorted sub-batches ours
-   embeds, tokenized beforehand (no optimizer, no clipping).
+1. training, one round = one fresh process per case, each taking the same MLQA-R cross batches (its median
+   measured step counts): ours = steps of ``hybridlib.train.train``; theirs = ``SentenceTransformer`` +
+   ``MultipleNegativesRankingLoss`` + fused AdamW in a plain loop (what ``SentenceTransformerTrainer`` runs);
+   floor = forward + backward alone on the length-sorted sub-batches ours embeds, tokenized beforehand (no
+   optimizer, no clipping).
 2. evaluation on XQuAD-R, one round = one chunk of the texts: ours = ``BiEncoder.encode``; theirs =
    ``SentenceTransformer.encode``; floor = the encoder forward alone on our batches, tokenized beforehand.
    Then both embeddings are scored by ``hybridlib.metrics.evaluate_embeddings`` (sentence-transformers has no
@@ -25,6 +26,9 @@ with its min and max.
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,8 +56,9 @@ OPT_INS = {"compile": {"backend": "compile"}, "bf16": {"dtype": "bf16"}}  # BiEn
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=EMBEDDED_NAME, help="model name or folder (default: the embedded e5-small)")
-    ap.add_argument("--steps", type=int, default=10, help="measured training rounds (steps)")
-    ap.add_argument("--warmup", type=int, default=2, help="unmeasured warm-up rounds before them")
+    ap.add_argument("--rounds", type=int, default=3, help="training rounds: one process per case and round")
+    ap.add_argument("--steps", type=int, default=4, help="measured training steps per process")
+    ap.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up steps before them")
     ap.add_argument("--batch-size", type=int, default=32, help="training batch size (pairs)")
     ap.add_argument("--eval-batch-size", type=int, default=64, help="encode batch size (both paths)")
     ap.add_argument("--eval-chunks", type=int, default=6, help="evaluation rounds per role (texts split in chunks)")
@@ -66,9 +71,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--skip", choices=["train", "eval"], action="append", default=[], help="skip a part")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, 2 steps, 20 groups (< 2 min)")
     ap.add_argument("--out", default="/tmp/hybridlib-speed.json", help="JSON report path")
+    ap.add_argument("--train-case", choices=TRAIN_CASES, help=argparse.SUPPRESS)  # a child process
+    ap.add_argument("--folder", help=argparse.SUPPRESS)  # the child's model folder
     args = ap.parse_args(argv)
     if args.quick:
-        args.steps, args.warmup, args.eval_chunks = 2, 1, 2
+        args.rounds, args.steps, args.warmup, args.eval_chunks = 2, 2, 1, 2
         args.max_groups = args.max_groups or 20
         args.train_max_groups = args.train_max_groups or 200
     return args
@@ -172,19 +179,59 @@ def identical_input_ids(folder: Path, texts_by_role: dict[str, list[str]], args)
                for role, texts in texts_by_role.items())
 
 
-def run_training(folder: Path, args, report: dict) -> list[dict]:
+# Each training case runs in processes of its own, one per round: one model per process keeps the cases from
+# sharing the allocator, caches and thread pools (an in-process harness made them look alike).
+TRAIN_CASES = ("ours", "theirs", "floor")
+
+
+def training_batches(args) -> tuple:
     pairs = pairs_from_benchmark(load_benchmark("mlqa-r", max_groups=args.train_max_groups))
     sampler = HybridBatchSampler(pairs, args.batch_size, ratios={"cross": 1.0}, seed=0)
-    batches = [next(sampler) for _ in range(args.warmup + args.steps)]
-    say(f"\n== training: {args.warmup} warm-up + {args.steps} measured rounds, batch {args.batch_size}, MLQA-R "
-        f"cross, max_length {args.max_length}, lr {args.lr}, weight decay {args.weight_decay}")
+    return pairs, [next(sampler) for _ in range(args.warmup + args.steps)]
+
+
+def train_child(args) -> int:
+    """One process of one training case: warm-up + measured steps; step times and losses as JSON on stdout."""
+    folder = Path(args.folder)
+    pairs, batches = training_batches(args)
+    losses: list = []
+    case = {"ours": lambda: ours_training(folder, pairs, batches, args, losses),
+            "theirs": lambda: their_training(folder, batches, args, losses),
+            "floor": lambda: floor_training(folder, batches, args)}[args.train_case]()
+    times = [next(case) for _ in batches][args.warmup:]
+    if isinstance(case, StepByStep):
+        case.join()  # let train() return: a process exiting under a running torch thread aborts
+    print("RESULT " + json.dumps({"step_s": times, "losses": losses}), flush=True)
+    return 0
+
+
+def run_training(folder: Path, args, report: dict) -> list[dict]:
+    _, batches = training_batches(args)
+    say(f"\n== training: {args.rounds} rounds, each case in a process of its own per round ({args.warmup} warm-up + "
+        f"{args.steps} measured steps, their median), batch {args.batch_size}, MLQA-R cross, max_length "
+        f"{args.max_length}, lr {args.lr}, weight decay {args.weight_decay}")
     same = identical_input_ids(folder, {"query": batches[0].queries, "passage": batches[0].passages}, args)
-    losses = {"ours": [], "theirs": []}
-    cases = {"ours": ours_training(folder, pairs, batches, args, losses["ours"]),
-             "theirs": their_training(folder, batches, args, losses["theirs"]),
-             "floor": floor_training(folder, batches, args)}
-    times = interleave(cases, args.steps, warmup=args.warmup, progress="training")
+    command = [sys.executable, str(Path(__file__).resolve()), "--folder", str(folder), "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--max-length",
+               str(args.max_length), "--lr", str(args.lr), "--weight-decay", str(args.weight_decay),
+               "--temperature", str(args.temperature)]
+    if args.train_max_groups:
+        command += ["--train-max-groups", str(args.train_max_groups)]
+    results: dict[str, list[dict]] = {name: [] for name in TRAIN_CASES}
+
+    def process_of(name: str):
+        while True:  # one round: a fresh process, its median measured step
+            done = subprocess.run([*command, "--train-case", name], capture_output=True, text=True)
+            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if done.returncode != 0 or line is None:
+                raise RuntimeError(f"training case {name!r} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+            results[name].append(json.loads(line[len("RESULT "):]))
+            yield statistics.median(results[name][-1]["step_s"])
+
+    times = interleave({name: process_of(name) for name in TRAIN_CASES}, args.rounds, progress="training")
+    losses = {name: results[name][0]["losses"] for name in ("ours", "theirs")}
     result = {"identical_input_ids": same, "step_s": times, "losses": losses,
+              "steps_per_process": {name: [r["step_s"] for r in runs] for name, runs in results.items()},
               "steps": {name: spread(t) for name, t in times.items()},
               "ratio_ours_over_theirs": ratio(times["theirs"], times["ours"]),
               "ratio_ours_over_floor": ratio(times["floor"], times["ours"])}
@@ -329,6 +376,8 @@ def checks(report: dict) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.train_case:
+        return train_child(args)
     started = time.perf_counter()
     report: dict = {"args": vars(args), "machine": machine()}
     m = report["machine"]

@@ -419,11 +419,24 @@ def with_mdd(tests: pd.DataFrame, mdds: pd.DataFrame, alpha: float = 0.05) -> pd
 
 
 def edge_point_names(runs: list[dict], benchmark: str) -> list[str]:
-    """The fine-tuned points on the mono-cross edge (ratio_multi == 0), sorted by alpha = ratio_mono."""
+    """The fine-tuned points on the mono-cross edge (ratio_multi == 0), sorted by alpha = ratio_mono: those that
+    differ in their ratios only (a point that also changes e.g. ``negatives`` is off the curve)."""
+    from collections import Counter
+
+    from .config import BOOKKEEPING_KEYS
+
+    def recipe(params: dict) -> tuple:  # everything but the ratios, the seed and the bookkeeping
+        return tuple(sorted((k, repr(v)) for k, v in params.items()
+                            if not k.startswith("ratio_") and k not in ("seed", *BOOKKEEPING_KEYS)))
+
     points = runs_by_point(runs, benchmark)
-    edge = [(members[0]["params"]["ratio_mono"], point) for point, members in points.items()
-            if members[0]["params"]["steps"] > 0 and abs(members[0]["params"]["ratio_multi"]) < 1e-9]
-    return [point for _, point in sorted(edge, key=lambda item: item[0])]
+    edge = {point: members[0]["params"] for point, members in points.items()
+            if members[0]["params"]["steps"] > 0 and abs(members[0]["params"]["ratio_multi"]) < 1e-9}
+    if not edge:
+        return []
+    common = Counter(recipe(p) for p in edge.values()).most_common(1)[0][0]
+    on_curve = [(p["ratio_mono"], point) for point, p in edge.items() if recipe(p) == common]
+    return [point for _, point in sorted(on_curve, key=lambda item: item[0])]
 
 
 def resolution(runs: list[dict], benchmark: str, metric: str = "map", setting: str = "multi", points=None,

@@ -23,7 +23,8 @@ def test_speed_benchmark_quick_prints_every_ratio(tmp_path):
     report = json.loads((tmp_path / "speed.json").read_text())
     assert report["training"]["identical_input_ids"] is True and report["evaluation"]["identical_input_ids"] is True
     assert report["training"]["ratio_ours_over_theirs"]["median"] > 0
-    assert all(len(times) == 2 for times in report["training"]["step_s"].values())  # 2 measured rounds each
+    assert all(len(times) == 2 for times in report["training"]["step_s"].values())  # 2 rounds (processes) each
+    assert set(report["training"]["step_s"]) == {"ours", "theirs", "floor"}
     assert report["evaluation"]["pooled_map_abs_diff"] <= 1e-4 and report["failed_checks"] == []
 
 
