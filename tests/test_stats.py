@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from hybridlib.metrics import summarize_scores
-from hybridlib.stats import bootstrap_ci, cell_sums, paired_test
+from hybridlib.stats import bootstrap_ci, cell_sums, paired_test, resampling_unit
 
 BASELINE = Path(__file__).resolve().parents[1] / "outputs" / "demo" / "baseline"
 
@@ -50,16 +50,18 @@ def test_plain_scores_equal_the_report(real):
         report["top10_same_language"], abs=1e-6)  # the CSV keeps ~7 significant digits
 
 
-def test_interval_brackets_the_score_and_matches_a_slow_group_bootstrap(real):
+def test_interval_brackets_the_score_and_matches_a_slow_cluster_bootstrap(real):
     table, report = real
     ci = bootstrap_ci(table, "map", "multi", replicates=400, seed=1)
     assert ci["mean"] == pytest.approx(report["map"]["multi"], abs=1e-6)
     assert ci["low"] < ci["mean"] < ci["high"]
-    assert 0.01 < ci["high"] - ci["low"] < 0.15  # 200 groups: a few points of mAP, not zero, not huge
-    # the same bootstrap done the slow way: resample whole groups, rebuild the table, summarize_scores
+    assert 0.01 < ci["high"] - ci["low"] < 0.15  # 35 paragraphs: a few points of mAP, not zero, not huge
+    # the same bootstrap done the slow way: resample whole units (paragraph clusters where recorded), rebuild the
+    # table, summarize_scores
     rng = np.random.default_rng(2)
-    groups = table["group"].unique()
-    by_group = dict(tuple(table.groupby("group")))
+    unit = resampling_unit([table])
+    groups = table[unit].unique()
+    by_group = dict(tuple(table.groupby(unit)))
     slow = [summarize_scores(pd.concat([by_group[g] for g in rng.choice(groups, size=len(groups))]))["map"]["multi"]
             for _ in range(150)]
     lo, hi = np.quantile(slow, [0.025, 0.975])
