@@ -423,10 +423,11 @@ def edge_point_names(runs: list[dict], benchmark: str) -> list[str]:
     differ in their ratios only (a point that also changes e.g. ``negatives`` is off the curve)."""
     from collections import Counter
 
-    from .config import BOOKKEEPING_KEYS
+    from .config import BOOKKEEPING_KEYS, DEFAULTS
 
     def recipe(params: dict) -> tuple:  # everything but the ratios, the seed and the bookkeeping
-        return tuple(sorted((k, repr(v)) for k, v in params.items()
+        full = {**DEFAULTS, **params}  # a record from before a parameter existed has its default (differing_params)
+        return tuple(sorted((k, repr(v)) for k, v in full.items()
                             if not k.startswith("ratio_") and k not in ("seed", *BOOKKEEPING_KEYS)))
 
     points = runs_by_point(runs, benchmark)
