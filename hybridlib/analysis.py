@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .metrics import METRICS, MULTI_ONLY, SETTINGS
+from .metrics import GOLD_RANKS, METRICS, MULTI_ONLY, SETTINGS, TOP_IDS
 from .records import METRICS_KEYS, DamagedRecord, is_set_aside, read_record
 from .stats import bootstrap_ci, paired_test
 
@@ -128,8 +128,11 @@ def per_query(run: dict, benchmark: str) -> pd.DataFrame:
 
 @lru_cache(maxsize=128)
 def _read_table(path: str, mtime_ns: int) -> pd.DataFrame:
-    # runs recorded before the column got the report's name call it top10_same_lang
-    return pd.read_csv(path).rename(columns={"top10_same_lang": "top10_same_language"})
+    # the id lists are text: read in chunks, a column whose first rows hold one number each would otherwise get
+    # a guessed mixed type (pandas' DtypeWarning on the 600-group tables); runs recorded before the column got
+    # the report's name call it top10_same_lang
+    table = pd.read_csv(path, dtype={TOP_IDS: str, GOLD_RANKS: str})
+    return table.rename(columns={"top10_same_lang": "top10_same_language"})
 
 
 def projection(run: dict, benchmark: str) -> pd.DataFrame:

@@ -175,3 +175,16 @@ def test_the_notebook_runs_headless_on_the_sweep(sweep, tmp_path, monkeypatch):
     assert static.count('class="hl-view"') == 2 and "mono (1/0/0 per_batch)" in static
     state = json.dumps(notebook.metadata["widgets"])
     assert "hl-results" in state and "save_model: true" in state  # the free-text pane explains mono's missing model
+
+
+def test_id_columns_are_read_as_text_whatever_they_hold(tmp_path):
+    """A table whose gold ranks all look like numbers ("3") or whose id lists are missing in the first rows is
+    read with text columns, as in the 600-group tables where pandas guessed a mixed type per chunk."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"query_id": f"q{i}", "setting": "multi", "map": 0.5, TOP_IDS: float("nan") if i < 3 else "de:1 en:2",
+             GOLD_RANKS: "3"} for i in range(6)]
+    pd.DataFrame(rows).to_csv(run / "per_query-xquad-r.csv.gz", index=False)
+    table = analysis.per_query({"path": str(run)}, "xquad-r")
+    assert table[GOLD_RANKS].tolist() == ["3"] * 6
+    assert table[TOP_IDS].isna().sum() == 3 and table[TOP_IDS].iloc[3] == "de:1 en:2"
