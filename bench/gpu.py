@@ -39,10 +39,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, no install needed
 
 from bench.harness import StepByStep, interleave, machine, ratio, spread, sync, timed, write_report  # noqa: E402
-from hybridlib.model import BiEncoder, varlen_available  # noqa: E402
-from hybridlib.sampler import Batch  # noqa: E402
-from hybridlib.tokens import PairTokens  # noqa: E402
-from hybridlib.train import train  # noqa: E402
+from hybridlib.models.bi_encoder import BiEncoder, varlen_available
+from hybridlib.data.sampler import Batch
+from hybridlib.data.tokens import PairTokens
+from hybridlib.training.loop import train
 
 # dense bf16 tensor-core peak (no sparsity), from the vendors' data sheets
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "A10": 125.0}
@@ -57,8 +57,8 @@ MAX_LENGTHS = {"query": 64, "passage": 256}  # params/paper-common.yaml
 
 def prepare(folder: Path, mmarco: Path | None) -> None:
     """Write the XLM-R tokenizer, the pair sources' texts and token ids, and XQuAD-R's texts to ``folder``."""
-    from hybridlib.data import load_benchmark, pairs_from_benchmark
-    from hybridlib.embedded import shared_embedded_tokenizer
+    from hybridlib.data.benchmarks import load_benchmark, pairs_from_benchmark
+    from hybridlib.models.embedded import shared_embedded_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = shared_embedded_tokenizer()
@@ -67,7 +67,7 @@ def prepare(folder: Path, mmarco: Path | None) -> None:
                         query_max_length=MAX_LENGTHS["query"], passage_max_length=MAX_LENGTHS["passage"])
     sources = {"mlqa-r": pairs_from_benchmark(load_benchmark("mlqa-r"))}
     if mmarco is not None:
-        from hybridlib.pair_sources import mmarco_pairs
+        from hybridlib.data.pair_sources import mmarco_pairs
 
         sources["mmarco"] = mmarco_pairs(["en", "de", "zh"], max_groups=3000, base_url=mmarco, progress=False)
     for name, pairs in sources.items():

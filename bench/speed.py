@@ -40,14 +40,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 from bench.harness import StepByStep, interleave, machine, ratio, say, spread, table, write_report  # noqa: E402
-from hybridlib.data import load_benchmark, pairs_from_benchmark  # noqa: E402
-from hybridlib.embedded import EMBEDDED_NAME  # noqa: E402
-from hybridlib.loss import InfoNCELoss  # noqa: E402
-from hybridlib.metrics import evaluate_embeddings  # noqa: E402
-from hybridlib.model import convert_embedded_model, load_model, tiny_model  # noqa: E402
-from hybridlib.sampler import HybridBatchSampler  # noqa: E402
-from hybridlib.tokens import PairTokens  # noqa: E402
-from hybridlib.train import train  # noqa: E402
+from hybridlib.data.benchmarks import load_benchmark, pairs_from_benchmark
+from hybridlib.models.embedded import EMBEDDED_NAME
+from hybridlib.training.loss import InfoNCELoss
+from hybridlib.evaluation.metrics import evaluate_embeddings
+from hybridlib.models.bi_encoder import convert_embedded_model, load_model, tiny_model
+from hybridlib.data.sampler import HybridBatchSampler
+from hybridlib.data.tokens import PairTokens
+from hybridlib.training.loop import train
 
 PROMPTS = {"query": "query: ", "passage": "passage: "}
 OPT_INS = {"compile": {"backend": "compile"}, "bf16": {"dtype": "bf16"}}  # BiEncoder.encode options compared too

@@ -35,21 +35,21 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mlqa(data_dir):
-    from hybridlib.data import load_benchmark
+    from hybridlib.data.benchmarks import load_benchmark
 
     return load_benchmark("mlqa-r", data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")
 def mlqa_pairs(mlqa):
-    from hybridlib.data import pairs_from_benchmark
+    from hybridlib.data.benchmarks import pairs_from_benchmark
 
     return pairs_from_benchmark(mlqa)
 
 
 @pytest.fixture(scope="session")
 def xquad(data_dir):
-    from hybridlib.data import load_benchmark
+    from hybridlib.data.benchmarks import load_benchmark
 
     return load_benchmark("xquad-r", data_dir=data_dir)
 

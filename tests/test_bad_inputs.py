@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybridlib import analysis, experiment, sweep
-from hybridlib.checkpoint import STATE_FILE, CheckpointError
-from hybridlib.config import ParameterError, load_yaml, resolve_params
+from hybridlib import analysis
+from hybridlib.runs import experiment, sweep
+from hybridlib.training.checkpoint import STATE_FILE, CheckpointError
+from hybridlib.runs.config import ParameterError, load_yaml, resolve_params
 from hybridlib.records import record_damage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,10 +155,10 @@ class CreatesAFile:
 @pytest.fixture(scope="module")
 def checkpointed(tmp_path_factory):
     """A real checkpoint after 2 of 4 steps of the tiny model on MLQA-R pairs, and a way to resume it."""
-    from hybridlib.data import load_benchmark, pairs_from_benchmark
-    from hybridlib.model import tiny_model
-    from hybridlib.sampler import HybridBatchSampler
-    from hybridlib.train import train
+    from hybridlib.data.benchmarks import load_benchmark, pairs_from_benchmark
+    from hybridlib.models.bi_encoder import tiny_model
+    from hybridlib.data.sampler import HybridBatchSampler
+    from hybridlib.training.loop import train
 
     pairs = pairs_from_benchmark(load_benchmark("mlqa-r", max_groups=100))
     model = tiny_model()

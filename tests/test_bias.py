@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridlib import bias
-from hybridlib.metrics import CENTRED, GOLD_RANKS, TOP_IDS, build_eval_index, evaluate_embeddings
-from hybridlib.stats import bootstrap_ci, paired_test
+from hybridlib.evaluation import bias
+from hybridlib.evaluation.metrics import CENTRED, GOLD_RANKS, TOP_IDS, build_eval_index, evaluate_embeddings
+from hybridlib.evaluation.stats import bootstrap_ci, paired_test
 
 REAL_DATA = pytest.mark.skipif(not os.environ.get("HYBRIDLIB_DATA_DIR"), reason="HYBRIDLIB_DATA_DIR is unset")
 
@@ -164,7 +164,7 @@ def test_lda_projection_separates_offset_languages_and_handles_few_languages():
 
 @REAL_DATA
 def test_translation_groups_keep_parallel_paragraphs_together_on_xquad(data_dir):
-    from hybridlib.data import load_benchmark
+    from hybridlib.data.benchmarks import load_benchmark
 
     bench = load_benchmark("xquad-r", languages=["de", "en", "zh"], max_groups=60, data_dir=data_dir)
     groups = bias.translation_groups(bench)
@@ -186,7 +186,7 @@ def test_translation_groups_keep_parallel_paragraphs_together_on_xquad(data_dir)
 
 def test_untrained_points_show_no_ratios_and_bias_tables_need_the_records(tmp_path):
     from hybridlib import analysis
-    from hybridlib.experiment import write_metrics
+    from hybridlib.runs.experiment import write_metrics
 
     bench, q, c = offset_space(offset=1.2, groups=20, noise=1.0)
     index = build_eval_index(bench)

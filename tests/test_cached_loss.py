@@ -15,12 +15,12 @@ import torch
 
 import functools
 
-from hybridlib.cached_loss import cached_contrastive_loss
-from hybridlib.data import load_benchmark, pairs_from_benchmark
-from hybridlib.loss import InfoNCELoss, LossOutput
-from hybridlib.model import tiny_model
-from hybridlib.sampler import HybridBatchSampler
-from hybridlib.train import train
+from hybridlib.training.cached_loss import cached_contrastive_loss
+from hybridlib.data.benchmarks import load_benchmark, pairs_from_benchmark
+from hybridlib.training.loss import InfoNCELoss, LossOutput
+from hybridlib.models.bi_encoder import tiny_model
+from hybridlib.data.sampler import HybridBatchSampler
+from hybridlib.training.loop import train
 
 N_PAIRS = 12
 ATOL, RTOL = 1e-6, 1e-5

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridlib import experiment
-from hybridlib.config import DEFAULTS, ParameterError, resolve_params
+from hybridlib.runs import experiment
+from hybridlib.parameters import DEFAULTS
+from hybridlib.runs.config import ParameterError, resolve_params
 
 
 def test_defaults_resolve_and_notebook_parameters_match_defaults():
@@ -103,7 +104,7 @@ def test_run_folder_with_other_parameters_is_refused(tmp_path):
 
 
 def test_a_parameter_missing_from_an_old_record_counts_as_its_default():
-    from hybridlib.config import differing_params
+    from hybridlib.parameters import differing_params
 
     params = resolve_params({"steps": 5}, apply_env=False)
     old = {k: v for k, v in params.items() if k != "cache_chunk_size"}  # recorded before the key existed
@@ -113,7 +114,7 @@ def test_a_parameter_missing_from_an_old_record_counts_as_its_default():
 
 def test_new_parameters_default_to_the_earlier_behaviour():
     """Runs recorded before negatives, several sources and validation existed count as having the defaults."""
-    from hybridlib.config import differing_params
+    from hybridlib.parameters import differing_params
 
     params = resolve_params({"steps": 5}, apply_env=False)
     new_keys = ("source_weights", "negatives", "loss_form", "validation_source", "validate_every", "validation_batches")

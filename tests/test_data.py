@@ -4,14 +4,8 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from hybridlib import data
-from hybridlib.data import (
-    download_file,
-    load_benchmark,
-    load_pairs,
-    overlap_report,
-    sha256_of,
-)
+from hybridlib.data import benchmarks as data
+from hybridlib.data.benchmarks import download_file, load_benchmark, load_pairs, overlap_report, sha256_of
 
 # The per-language counts table of ../shared/data/README.md: (XQuAD-R q, cand, MLQA-R q, cand).
 README_COUNTS = {

@@ -16,13 +16,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from hybridlib.cached_loss import contrastive_loss
-from hybridlib.data import load_benchmark, pairs_from_benchmark
-from hybridlib.distributed import all_reduce_gradients, gather_with_grad, shard, world
-from hybridlib.loss import InfoNCELoss
-from hybridlib.model import tiny_model
-from hybridlib.sampler import Batch, HybridBatchSampler
-from hybridlib.train import train
+from hybridlib.training.cached_loss import contrastive_loss
+from hybridlib.data.benchmarks import load_benchmark, pairs_from_benchmark
+from hybridlib.training.distributed import all_reduce_gradients, gather_with_grad, shard, world
+from hybridlib.training.loss import InfoNCELoss
+from hybridlib.models.bi_encoder import tiny_model
+from hybridlib.data.sampler import Batch, HybridBatchSampler
+from hybridlib.training.loop import train
 
 WORLD = 2
 BATCH = 8

@@ -11,8 +11,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from hybridlib import analysis, explore
-from hybridlib.metrics import GOLD_RANKS, TOP_IDS, TOP_K
+from hybridlib.analysis import results as analysis, explore
+from hybridlib.evaluation.metrics import GOLD_RANKS, TOP_IDS, TOP_K
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model": "tiny-random", "steps": 3, "batch_size": 8, "max_groups": 30, "eval_languages": ["de", "en", "zh"],
@@ -23,8 +23,8 @@ TINY = {"model": "tiny-random", "steps": 3, "batch_size": 8, "max_groups": 30, "
 def sweep(tmp_path_factory, data_dir):
     """baseline (untouched), cross (fine-tuned, model kept), mono (fine-tuned, no model), old (a baseline copy
     recorded before the top ids existed)."""
-    from hybridlib.config import resolve_params
-    from hybridlib.experiment import run_experiment
+    from hybridlib.runs.config import resolve_params
+    from hybridlib.runs.experiment import run_experiment
 
     out = tmp_path_factory.mktemp("explore") / "sweep"
     for name, extra in (("baseline", {"steps": 0}), ("cross", {"ratio_mono": 0.0, "ratio_cross": 1.0}),

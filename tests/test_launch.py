@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from hybridlib.checkpoint import checkpoint_step
-from hybridlib.launch import LocalLauncher
-from hybridlib.runlock import RunFolderBusy, launch_dir, run_folder_holder
-from hybridlib.sweep import main, run_sweep
+from hybridlib.training.checkpoint import checkpoint_step
+from hybridlib.runs.local import LocalLauncher
+from hybridlib.runs.runlock import RunFolderBusy, launch_dir, run_folder_holder
+from hybridlib.runs.sweep import main, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = """
@@ -219,8 +219,8 @@ def test_runs_of_two_gpus_go_through_torchrun_each_on_its_own_port(tmp_path):
 
 
 def test_a_run_folder_held_by_another_process_is_left_alone(tmp_path):
-    from hybridlib.config import resolve_params
-    from hybridlib.experiment import prepare_run_folder
+    from hybridlib.runs.config import resolve_params
+    from hybridlib.runs.experiment import prepare_run_folder
 
     spec = write_sweep(tmp_path)
     out = tmp_path / "out"
@@ -248,9 +248,9 @@ def test_concurrent_first_users_fill_each_shared_cache_once(tmp_path, monkeypatc
     asking for the same missing entry at once fill it once; the others wait, then read it."""
     import datasets
 
-    from hybridlib import data, pair_sources
-    from hybridlib.model import tiny_model
-    from hybridlib.tokens import PairTokens
+    from hybridlib.data import benchmarks as data, pair_sources
+    from hybridlib.models.bi_encoder import tiny_model
+    from hybridlib.data.tokens import PairTokens
 
     monkeypatch.delenv("HYBRIDLIB_DATA_DIR", raising=False)
     monkeypatch.setenv("HYBRIDLIB_CACHE_DIR", str(tmp_path / "cache"))

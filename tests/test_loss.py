@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hybridlib.loss import MAX_LOGIT_SCALE, InfoNCELoss, LossOutput
+from hybridlib.training.loss import MAX_LOGIT_SCALE, InfoNCELoss, LossOutput
 
 
 def reference_loss(q: torch.Tensor, p: torch.Tensor, t, symmetric: bool = False) -> torch.Tensor:

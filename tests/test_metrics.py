@@ -12,15 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridlib.metrics import (
-    METRICS,
-    SETTINGS,
-    build_eval_index,
-    evaluate_embeddings,
-    per_query_scores,
-    relevant_ranks,
-    summarize_scores,
-)
+from hybridlib.evaluation.metrics import (
+    METRICS, SETTINGS, build_eval_index, evaluate_embeddings, per_query_scores, relevant_ranks, summarize_scores)
 
 REAL_DATA = pytest.mark.skipif(
     not os.environ.get("HYBRIDLIB_DATA_DIR"),
@@ -186,7 +179,7 @@ def test_hand_computed_aggregates():
 
 
 def test_same_language_share_of_the_top_k_by_hand():
-    from hybridlib.search import same_language_share
+    from hybridlib.evaluation.search import same_language_share
 
     bench, q, c = two_language_toy()
     # top 3 -- de:g1: d0 e0 d2 (2 de); de:g2: e2 d2 e1 (1 de); en:g1: e1 d1 d2 (1 en); en:g2: e1 d1 d0 (1 en)
@@ -294,14 +287,14 @@ def test_input_validation():
 
 @pytest.fixture(scope="module")
 def xquad_small():
-    from hybridlib.data import load_benchmark
+    from hybridlib.data.benchmarks import load_benchmark
 
     return load_benchmark("xquad-r", languages=["de", "en", "zh"], max_groups=200)
 
 
 @pytest.fixture(scope="module")
 def mlqa_small():
-    from hybridlib.data import load_benchmark
+    from hybridlib.data.benchmarks import load_benchmark
 
     return load_benchmark("mlqa-r", max_groups=300)  # all 7 languages
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from hybridlib import embedded
+from hybridlib.models import embedded
 from hybridlib.cache import cache_dir
-from hybridlib.embedded import EMBEDDED_NAME, dequantize_q4_0
-from hybridlib.model import BiEncoder, convert_embedded_model, length_buckets, load_model, tiny_model
+from hybridlib.models.embedded import EMBEDDED_NAME, dequantize_q4_0
+from hybridlib.models.bi_encoder import BiEncoder, convert_embedded_model, length_buckets, load_model, tiny_model
 
 TEXTS = [
     "Short one.",

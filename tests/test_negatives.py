@@ -8,13 +8,13 @@ import datasets
 import pytest
 import torch
 
-from hybridlib.cached_loss import cached_contrastive_loss, contrastive_loss
-from hybridlib.data import NEGATIVE_COLUMNS, PAIR_COLUMNS, load_benchmark, pairs_from_benchmark
-from hybridlib.loss import InfoNCELoss
-from hybridlib.model import tiny_model
-from hybridlib.sampler import HybridBatchSampler
-from hybridlib.tokens import PairTokens
-from hybridlib.train import train
+from hybridlib.training.cached_loss import cached_contrastive_loss, contrastive_loss
+from hybridlib.data.benchmarks import NEGATIVE_COLUMNS, PAIR_COLUMNS, load_benchmark, pairs_from_benchmark
+from hybridlib.training.loss import InfoNCELoss
+from hybridlib.models.bi_encoder import tiny_model
+from hybridlib.data.sampler import HybridBatchSampler
+from hybridlib.data.tokens import PairTokens
+from hybridlib.training.loop import train
 
 BATCH = 32
 

@@ -10,9 +10,9 @@ import copy
 import pytest
 import torch
 
-from hybridlib import model as model_module
-from hybridlib.loss import InfoNCELoss
-from hybridlib.model import BiEncoder, tiny_model
+from hybridlib.models import bi_encoder as model_module
+from hybridlib.training.loss import InfoNCELoss
+from hybridlib.models.bi_encoder import BiEncoder, tiny_model
 
 TEXTS = ["Short one.", "A noticeably longer sentence about the history of the Carolina Panthers defence.",
          "Mittellanger deutscher Satz über das Wetter.", "火车站在哪里？", "x",
@@ -87,8 +87,8 @@ def test_packing_and_a_padding_bound_cannot_be_combined():
 
 def test_training_with_packing_follows_the_padded_run(mlqa_pairs):
     """Dropout off: packed training steps equal padded ones (CPU: the block-diagonal reference attention)."""
-    from hybridlib.sampler import HybridBatchSampler
-    from hybridlib.train import train
+    from hybridlib.data.sampler import HybridBatchSampler
+    from hybridlib.training.loop import train
 
     base = no_dropout(tiny_model())
     runs = {}

@@ -13,17 +13,11 @@ import datasets
 import pandas as pd
 import pytest
 
-from hybridlib.data import PAIR_COLUMNS
-from hybridlib.pair_sources import (
-    MMARCO_REVISION,
-    mmarco_files,
-    mmarco_pairs,
-    pair_source_report,
-    read_qrels,
-    stream_pair_files,
-    stream_parallel_pairs,
-)
-from hybridlib.sampler import HybridBatchSampler
+from hybridlib.data.benchmarks import PAIR_COLUMNS
+from hybridlib.data.pair_sources import (
+    MMARCO_REVISION, mmarco_files, mmarco_pairs, pair_source_report, read_qrels, stream_pair_files,
+    stream_parallel_pairs)
+from hybridlib.data.sampler import HybridBatchSampler
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mmarco"
 TRIPLES = FIXTURE / "data" / "triples.train.ids.small.tsv"
@@ -254,8 +248,9 @@ def test_stream_pair_files_errors(tmp_path):
 def test_run_parameters_train_on_mmarco_once_streamed_then_cached(tmp_path, monkeypatch):
     """train_source: mmarco in a run: the pair table is streamed (from a mirror with the hub's layout),
     cached as parquet, and read from the cache by the next run without streaming again."""
-    from hybridlib import experiment, pair_sources
-    from hybridlib.config import ParameterError, resolve_params
+    from hybridlib.runs import experiment
+    from hybridlib.data import pair_sources
+    from hybridlib.runs.config import ParameterError, resolve_params
 
     monkeypatch.setenv("HYBRIDLIB_MMARCO_URL", str(FIXTURE))
     monkeypatch.setenv("HYBRIDLIB_CACHE_DIR", str(tmp_path))
@@ -324,7 +319,7 @@ def test_a_negative_missing_from_one_language_keeps_the_group(tmp_path):
 
 
 def test_mmarco_cache_keys_on_negatives(tmp_path):
-    from hybridlib.pair_sources import cached_mmarco_pairs
+    from hybridlib.data.pair_sources import cached_mmarco_pairs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

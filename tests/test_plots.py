@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from hybridlib import plots  # noqa: E402
+from hybridlib.analysis import plots
 
 POINTS = pd.DataFrame({
     "steps": [0, 30, 30, 30], "ratio_mono": [0.5, 1.0, 0.0, 0.5], "ratio_cross": [0.5, 0.0, 1.0, 0.5],

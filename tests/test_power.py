@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridlib import stats
-from hybridlib.stats import VarianceComponents
+from hybridlib.evaluation import stats
+from hybridlib.evaluation.stats import VarianceComponents
 
 DEMO = Path(__file__).resolve().parents[1] / "outputs" / "demo"
 LANGS = ("en", "de")
@@ -146,7 +146,7 @@ def test_a_design_called_sufficient_detects_the_planted_difference_about_80_perc
 
 @pytest.fixture(scope="module")
 def demo_runs():
-    from hybridlib.analysis import load_runs
+    from hybridlib.analysis.results import load_runs
 
     return load_runs(DEMO)
 
@@ -169,7 +169,7 @@ def test_mdd_table_pairs_like_the_tests_and_reads_them(demo_runs):
 
 
 def test_best_alpha_and_its_confidence_set_on_the_demo_edge(demo_runs):
-    from hybridlib import analysis, plots
+    from hybridlib.analysis import results as analysis, plots
 
     demo_runs = [r for r in demo_runs if r["point"] not in ("multi", "thirds")]  # the edge and the untouched model
     assert analysis.edge_point_names(demo_runs, "xquad-r") == ["cross", "hybrid-paper", "mono"]  # by alpha
@@ -200,7 +200,7 @@ def test_the_committed_alpha_curve_reads_as_the_readme_says():
     the README's answer: cross-only best, alpha 0.5 in the confidence set, mono-only outside it, and a design that
     resolves less than planned (MDD 0.0156 vs 0.0114, the seed variance larger than the pilot's)."""
     from hybridlib import analysis
-    from hybridlib.analysis import load_runs
+    from hybridlib.analysis.results import load_runs
 
     sweep = DEMO.parent / "demo-alpha"
     if not (sweep / "sweep.json").exists():

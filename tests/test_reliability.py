@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybridlib import data, experiment
-from hybridlib.checkpoint import checkpoint_step
-from hybridlib.config import resolve_params
+from hybridlib.data import benchmarks as data
+from hybridlib.runs import experiment
+from hybridlib.training.checkpoint import checkpoint_step
+from hybridlib.runs.config import resolve_params
 
 TINY_RUN = {
     "model": "tiny-random", "steps": 40, "checkpoint_every": 10, "batch_size": 8, "learning_rate": 1e-3,
@@ -94,7 +95,7 @@ def test_same_parameters_twice_give_identical_metrics(tmp_path):
 
 
 def test_non_finite_loss_stops_with_step_keeps_checkpoint_and_records_failure(tmp_path, monkeypatch):
-    from hybridlib import loss as loss_module
+    from hybridlib.training import loss as loss_module
 
     real_forward = loss_module.InfoNCELoss.forward
     calls = {"n": 0}

@@ -4,7 +4,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hybridlib.sampler import KINDS, HybridBatchSampler, largest_remainder
+from hybridlib.parameters import KINDS
+from hybridlib.data.sampler import HybridBatchSampler, largest_remainder
 
 BATCH = 32
 

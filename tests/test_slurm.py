@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridlib.checkpoint import checkpoint_step
-from hybridlib.launch import SlurmLauncher
-from hybridlib.sweep import main, run_sweep
+from hybridlib.training.checkpoint import checkpoint_step
+from hybridlib.runs.slurm import SlurmLauncher
+from hybridlib.runs.sweep import main, run_sweep
 
 from test_launch import FINISHED, RESUME_SWEEP, comparable, last_invocation, overlapping, steps, write_sweep
 

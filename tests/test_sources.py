@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridlib import experiment
-from hybridlib.config import ParameterError, resolve_params
-from hybridlib.data import pairs_from_benchmark
-from hybridlib.model import tiny_model
-from hybridlib.sampler import HybridBatchSampler, MultiSourceSampler
-from hybridlib.train import train
+from hybridlib.runs import experiment
+from hybridlib.runs.config import ParameterError, resolve_params
+from hybridlib.data.benchmarks import pairs_from_benchmark
+from hybridlib.models.bi_encoder import tiny_model
+from hybridlib.data.sampler import HybridBatchSampler, MultiSourceSampler
+from hybridlib.training.loop import train
 
 BATCH = 16
 RATIOS = {"mono": 0.5, "cross": 0.5}

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridlib.metrics import summarize_scores
-from hybridlib.stats import bootstrap_ci, cell_sums, paired_test, resampling_unit
+from hybridlib.evaluation.metrics import summarize_scores
+from hybridlib.evaluation.stats import bootstrap_ci, cell_sums, paired_test, resampling_unit
 
 BASELINE = Path(__file__).resolve().parents[1] / "outputs" / "demo" / "baseline"
 
@@ -16,7 +16,7 @@ BASELINE = Path(__file__).resolve().parents[1] / "outputs" / "demo" / "baseline"
 @pytest.fixture(scope="module")
 def real():
     """The committed demo baseline: e5-small on 200 XQuAD-R groups x 11 languages (real evaluation)."""
-    from hybridlib.analysis import per_query
+    from hybridlib.analysis.results import per_query
 
     table = per_query({"path": BASELINE}, "xquad-r")  # as the notebooks read a run's table
     report = json.loads((BASELINE / "metrics.json").read_text())["benchmarks"]["xquad-r"]
@@ -145,9 +145,9 @@ def test_with_seeds_the_test_counts_training_randomness():
 
 def test_questions_on_one_paragraph_are_resampled_together(data_dir):
     """The resampling unit is the paragraph of the gold (real XQuAD-R): counted here from the raw file."""
-    from hybridlib.data import load_benchmark
-    from hybridlib.metrics import evaluate_embeddings
-    from hybridlib.stats import resampling_unit, shared_units
+    from hybridlib.data.benchmarks import load_benchmark
+    from hybridlib.evaluation.metrics import evaluate_embeddings
+    from hybridlib.evaluation.stats import resampling_unit, shared_units
 
     bench = load_benchmark("xquad-r", languages=["de", "en"], max_groups=60)
     raw = json.loads((data_dir / "xquad-r" / "en.json").read_text())["data"]

@@ -5,8 +5,8 @@ import json
 import nbformat
 import pytest
 
-from hybridlib.config import ParameterError
-from hybridlib.sweep import load_sweep, main, run_sweep
+from hybridlib.runs.config import ParameterError
+from hybridlib.runs.sweep import load_sweep, main, run_sweep
 
 SWEEP = """
 sweep: tiny
@@ -144,7 +144,7 @@ def test_seeds_repeat_trained_points_seed_major_and_run_the_baseline_once(tmp_pa
 
 
 def test_export_writes_flat_parameter_files_that_resolve(tmp_path, capsys):
-    from hybridlib.config import load_yaml, resolve_params
+    from hybridlib.runs.config import load_yaml, resolve_params
 
     spec = tmp_path / "seeded.yaml"
     spec.write_text(SWEEP.format(out=tmp_path / "out").replace("runs:", "seeds: [0, 7]\nruns:"))

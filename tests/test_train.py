@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from hybridlib.data import load_benchmark, pairs_from_benchmark
-from hybridlib.loss import InfoNCELoss, LossOutput
-from hybridlib.model import tiny_model
-from hybridlib.sampler import HybridBatchSampler
-from hybridlib.train import make_optimizer, make_scheduler, resolve_warmup_steps, train
+from hybridlib.data.benchmarks import load_benchmark, pairs_from_benchmark
+from hybridlib.training.loss import InfoNCELoss, LossOutput
+from hybridlib.models.bi_encoder import tiny_model
+from hybridlib.data.sampler import HybridBatchSampler
+from hybridlib.training.loop import make_optimizer, make_scheduler, resolve_warmup_steps, train
 
 STEPS = 25
 WARMUP = 3
@@ -222,7 +222,7 @@ def test_resume_rewrites_the_log_atomically_and_continues_exactly(pairs, fresh_m
 
 
 def test_whole_number_warmup_means_steps_everywhere(pairs, fresh_model):
-    from hybridlib.config import resolve_params
+    from hybridlib.runs.config import resolve_params
 
     for given in (3, 3.0):  # YAML / papermill give 3; Python or a YAML "3.0" may give a float
         assert resolve_params({"warmup": given, "steps": 5}, apply_env=False)["warmup"] == 3
@@ -250,7 +250,7 @@ def test_torch_floor_has_fused_cpu_adamw():
 
 def test_pretokenized_pairs_give_the_same_run_and_are_cached(pairs, fresh_model, tmp_path, monkeypatch):
     """A PairTokens table (tokenized once, cached) gives exactly the steps of tokenizing every batch."""
-    from hybridlib.tokens import PairTokens
+    from hybridlib.data.tokens import PairTokens
 
     monkeypatch.setenv("HYBRIDLIB_CACHE_DIR", str(tmp_path))
     model = fresh_model()

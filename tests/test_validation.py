@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybridlib import experiment
-from hybridlib import train as train_module
-from hybridlib.config import resolve_params
-from hybridlib.data import load_benchmark, pairs_from_benchmark
-from hybridlib.loss import InfoNCELoss
-from hybridlib.model import tiny_model
-from hybridlib.pair_sources import sentence_breaks, squadshifts_benchmark, squadshifts_files
-from hybridlib.sampler import HybridBatchSampler
-from hybridlib.tokens import PairTokens
-from hybridlib.train import best_weights_path, train, validation_loss
+from hybridlib.runs import experiment
+from hybridlib.training import loop as train_module
+from hybridlib.runs.config import resolve_params
+from hybridlib.data.benchmarks import load_benchmark, pairs_from_benchmark
+from hybridlib.training.loss import InfoNCELoss
+from hybridlib.models.bi_encoder import tiny_model
+from hybridlib.data.pair_sources import sentence_breaks, squadshifts_benchmark, squadshifts_files
+from hybridlib.data.sampler import HybridBatchSampler
+from hybridlib.data.tokens import PairTokens
+from hybridlib.training.loop import best_weights_path, train, validation_loss
 
 FIXTURE = Path(__file__).parent / "fixtures" / "squadshifts"
 LR = 3e-3

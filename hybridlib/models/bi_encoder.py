@@ -15,19 +15,17 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .progress import progress_bar
 
-from . import embedded
-from .cache import build_folder, cache_dir, file_lock
+from ..cache import build_folder, cache_dir, file_lock
+from ..models import embedded
+from ..parameters import ENCODE_BACKENDS, ENCODE_DTYPES, POOLINGS
+from ..progress import progress_bar
 from .embedded import EMBEDDED_NAME, shared_embedded_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ROLES = ("query", "passage")
-POOLINGS = ("mean", "cls")
-ENCODE_BACKENDS = ("eager", "compile")
-ENCODE_DTYPES = ("fp32", "bf16")
 CONFIG_NAME = "hybridlib.json"
 _SETTINGS = ("pooling", "query_prefix", "passage_prefix", "query_max_length", "passage_max_length")
 

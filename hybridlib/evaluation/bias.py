@@ -28,25 +28,15 @@ rows), so ``stats.bootstrap_ci`` / ``stats.paired_test`` give intervals and test
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
-from .metrics import (
-    CENTRED,
-    EvalIndex,
-    build_eval_index,
-    pooled_query_order,
-    pooled_top_k,
-    per_query_scores,
-    same_language_share_of,
-    summarize_scores,
-)
+from .metrics import (CENTRED, EvalIndex, build_eval_index, per_query_scores, pooled_query_order, pooled_top_k,
+                      same_language_share_of, summarize_scores)
+from .stats import wilson_interval
 
 PROBE_FOLDS = 5
 PROBE_C = 1.0  # inverse regularisation strength of the probe (on standardised features)
-Z_95 = 1.959963984540054
 
 
 # --- groups of translated paragraphs -------------------------------------------------------------------
@@ -85,16 +75,6 @@ def translation_groups(benchmark) -> np.ndarray:
 
 
 # --- the probe ---------------------------------------------------------------------------------------------
-
-
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a proportion (well-behaved near 0 and 1, unlike the normal approximation)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _splits(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int):

@@ -28,12 +28,15 @@ their interaction), the minimal detectable difference of a design, and the seeds
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from .metrics import COLUMNS, MULTI_ONLY
+
+Z_95 = 1.959963984540054  # the two-sided 95% normal quantile
 
 
 @dataclass
@@ -446,3 +449,26 @@ def required_design(components: VarianceComponents, target: float, seeds=range(2
                      "reachable": reachable, "mdd": mdd(n, at),
                      "power": detection_power(components, target, n, at, alpha, test), "limit": limit})
     return pd.DataFrame(rows)
+
+
+def holm(p_values) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error across all the pairwise tests shown)."""
+    p = pd.Series(list(p_values), dtype=float)
+    order = p.sort_values().index
+    m = len(p)
+    adjusted = pd.Series(index=p.index, dtype=float)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (well-behaved near 0 and 1, unlike the normal approximation)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -11,7 +11,7 @@ import atexit
 import os
 from pathlib import Path
 
-from .cache import FileLock, LockBusy, lock_holder
+from ..cache import FileLock, LockBusy, lock_holder
 from .config import ParameterError
 
 LAUNCH_DIR = ".launch"

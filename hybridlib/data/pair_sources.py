@@ -24,8 +24,8 @@ queries file (30 to 80 MB); only ids that happen to come early stop the scan ear
 
 from __future__ import annotations
 
-import hashlib
 import glob as globlib
+import hashlib
 import json
 import os
 import re
@@ -35,9 +35,9 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
-from .progress import progress_bar
 
-from hybridlib.data import NEGATIVE_COLUMNS, PAIR_COLUMNS, Benchmark
+from ..progress import progress_bar
+from .benchmarks import NEGATIVE_COLUMNS, PAIR_COLUMNS, Benchmark
 
 # --- mMARCO -------------------------------------------------------------------------------------------
 
@@ -501,7 +501,7 @@ def cached_mmarco_pairs(languages, max_groups: int | None, cache_dir: str | os.P
     when complete, so an interrupted stream leaves nothing that looks finished; the stream holds the lock
     ``<name>.lock`` beside it, so runs that start together stream it once (the others wait, then read it).
     """
-    from .cache import file_lock
+    from ..cache import file_lock
 
     codes = sorted(mmarco_language(lang)[0] for lang in languages)
     where = "hub" if base_url is None else hashlib.sha256(str(base_url).encode()).hexdigest()[:8]

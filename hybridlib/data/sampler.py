@@ -27,9 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KINDS = ("mono", "cross", "multi")
-MIX_MODES = ("per_batch", "within_batch")
-LANGUAGE_WEIGHTS = ("uniform", "size")
+from ..parameters import KINDS, LANGUAGE_WEIGHTS, MIX_MODES
 
 
 @dataclass

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis
-from .cache import build_folder, cache_dir
-from .metrics import GOLD_RANKS, TOP_IDS, TOP_K
+from ..cache import build_folder, cache_dir
+from ..evaluation.metrics import GOLD_RANKS, TOP_IDS, TOP_K
+from . import results as analysis
 
 MODEL_SETTINGS = ("pooling", "query_prefix", "passage_prefix", "query_max_length", "passage_max_length")
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -125,7 +125,7 @@ class Explorer:
     @property
     def benchmark(self):
         if self._bench is None:
-            from .data import load_benchmark
+            from ..data.benchmarks import load_benchmark
 
             self._bench = load_benchmark(self.benchmark_name, **self.eval_settings)
         return self._bench
@@ -249,8 +249,8 @@ class Explorer:
             available, message = self.model_status(run)
             if not available:
                 raise ModelUnavailable(message)
-            from .experiment import build_model, pick_device
-            from .model import load_model
+            from ..models.bi_encoder import load_model
+            from ..models.build import build_model, pick_device
 
             params, device = self.runs[run]["params"], pick_device(self.device)
             if params["steps"] == 0:
@@ -292,7 +292,7 @@ class Explorer:
 
         Candidates that are golds of a benchmark question with exactly this text are marked.
         """
-        from .search import top_k
+        from ..evaluation.search import top_k
 
         k = max(1, int(k))
         view = View(run=run, label=self.run_label(run), query=text, query_lang=None, k=k)

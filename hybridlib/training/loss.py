@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..parameters import LOSS_FORMS
 from .distributed import gather_with_grad
 
 # Upper bound on the logit scale 1 / temperature (temperature >= 0.01), as in CLIP: an unbounded
 # learnable scale can grow until the softmax saturates and training becomes unstable.
 MAX_LOGIT_SCALE = 100.0
-LOSS_FORMS = ("batch", "paper")  # with hard negatives: against all positives and negatives, or own positive + negatives
 
 
 @dataclass

@@ -20,17 +20,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from .progress import progress_bar
 from transformers import get_linear_schedule_with_warmup
 
+from ..data.tokens import PairTokens
+from ..models.bi_encoder import varlen_available
+from ..parameters import MIXED_PRECISION_MODES
+from ..progress import progress_bar
 from .cached_loss import cached_contrastive_loss, check_chunk_size, contrastive_loss
 from .checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from .distributed import barrier, broadcast_from_main, gradient_sync, mean_over_ranks, rank_batches, world
 from .loss import InfoNCELoss, LossOutput
-from .model import varlen_available
-from .tokens import PairTokens
-
-MIXED_PRECISION_MODES = ("auto", "bf16", "fp16", "no")
 
 
 def make_optimizer(

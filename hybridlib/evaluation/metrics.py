@@ -31,8 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from .progress import progress_bar
 
+from ..progress import progress_bar
 from .search import top_k
 
 SETTINGS = ("mono", "cross", "multi")

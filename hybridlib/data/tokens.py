@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .cache import cache_dir, file_lock
+from ..cache import cache_dir, file_lock
 
 ROLES = {"query": "query", "passage": "passage", "negative": "negative"}  # pair-table column of each role
 ENCODER_ROLE = {"query": "query", "passage": "passage", "negative": "passage"}  # a hard negative is a passage
