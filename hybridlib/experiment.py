@@ -3,7 +3,9 @@ is ``hybridlib.runs.experiment``)."""
 
 import sys
 
-from .runs.experiment import Run, main, run_experiment  # noqa: F401 (the 0.1 names)
+from .runs.experiment import Run, main, run_experiment
+
+__all__ = ["Run", "main", "run_experiment"]
 
 if __name__ == "__main__":
     sys.exit(main())

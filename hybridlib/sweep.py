@@ -2,7 +2,9 @@
 
 import sys
 
-from .runs.sweep import export_points, load_sweep, main, run_sweep  # noqa: F401 (the 0.1 names)
+from .runs.sweep import export_points, load_sweep, main, run_sweep
+
+__all__ = ["export_points", "load_sweep", "main", "run_sweep"]
 
 if __name__ == "__main__":
     sys.exit(main())
