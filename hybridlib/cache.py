@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .records import utc_now
+
 CACHE_ENV = "HYBRIDLIB_CACHE_DIR"
 
 
@@ -125,7 +127,7 @@ class FileLock:
                     handle.seek(0)
                     handle.truncate()
                     handle.write(f"host {socket.gethostname()} pid {os.getpid()} since "
-                                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+                                 f"{utc_now()}\n")
                     handle.flush()
             except BaseException:
                 handle.close()

@@ -7,13 +7,53 @@ kept for inspection, never deleted, and ignored by everything that reads a sweep
 
 from __future__ import annotations
 
+import calendar
+import contextlib
 import json
+import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from .parameters import differing_params
+
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # every time a record holds: UTC, to the second
 SET_ASIDE = ".damaged-"  # in the name of everything set aside; readers of a sweep skip such folders
 RUN_RECORDS = ("params.json", "metrics.json")
 METRICS_KEYS = ("run_name", "params", "benchmarks")  # what every reader of a metrics.json relies on
+
+
+def utc_now() -> str:
+    """The time now as records hold it (``UTC_FORMAT``)."""
+    return time.strftime(UTC_FORMAT, time.gmtime())
+
+
+def seconds_between(start: str, end: str) -> float:
+    """Seconds from one ``UTC_FORMAT`` time to another."""
+    return float(calendar.timegm(time.strptime(end, UTC_FORMAT)) - calendar.timegm(time.strptime(start, UTC_FORMAT)))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write into, renamed onto ``path`` when the block ends: a reader never
+    sees half a file, and a writer killed before the rename leaves the previous file whole (and no leftover)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 class DamagedRecord(ValueError):
@@ -52,6 +92,13 @@ def set_aside(path: str | Path) -> Path:
     return target
 
 
+def finished_with(folder: str | Path, params: dict) -> bool:
+    """Whether ``folder`` holds a finished run of ``params`` (its metrics.json records the same parameters, defaults
+    filled in: ``parameters.differing_params``). The folder's records must be readable (``record_damage``)."""
+    metrics = Path(folder) / "metrics.json"
+    return metrics.exists() and not differing_params(read_record(metrics)["params"], params)
+
+
 def record_damage(folder: str | Path) -> str | None:
     """Why ``folder`` cannot count as a run (its params.json or metrics.json exists but cannot be read), or None.
 
@@ -65,3 +112,12 @@ def record_damage(folder: str | Path) -> str | None:
             except DamagedRecord as err:
                 return str(err)
     return None
+
+
+def where_am_i() -> dict:
+    """Host, devices and Slurm job of this process (what a run records about where it ran)."""
+    here = {"host": socket.gethostname(), "pid": os.getpid(), "devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        if key in os.environ:
+            here[key.lower()] = os.environ[key]
+    return here

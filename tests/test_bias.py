@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hybridlib.data.benchmarks import paragraph_of
 from hybridlib.evaluation import bias
+from hybridlib.evaluation.stats import wilson_interval
 from hybridlib.evaluation.metrics import CENTRED, GOLD_RANKS, TOP_IDS, build_eval_index, evaluate_embeddings
 from hybridlib.evaluation.stats import bootstrap_ci, paired_test
 
@@ -67,11 +69,11 @@ def measures(bench, q, c):
 
 
 def test_wilson_interval_matches_the_formula_and_stays_inside_0_1():
-    low, high = bias.wilson_interval(50, 100)
+    low, high = wilson_interval(50, 100)
     assert (low, high) == pytest.approx((0.4038, 0.5962), abs=1e-4)
-    assert bias.wilson_interval(100, 100)[1] == 1.0 and 0.96 < bias.wilson_interval(100, 100)[0] < 0.97
-    assert bias.wilson_interval(0, 20)[0] == 0.0
-    assert all(math.isnan(v) for v in bias.wilson_interval(0, 0))
+    assert wilson_interval(100, 100)[1] == 1.0 and 0.96 < wilson_interval(100, 100)[0] < 0.97
+    assert wilson_interval(0, 20)[0] == 0.0
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
 
 
 def test_centring_removes_each_language_mean_and_keeps_unit_length():
@@ -168,7 +170,7 @@ def test_translation_groups_keep_parallel_paragraphs_together_on_xquad(data_dir)
 
     bench = load_benchmark("xquad-r", languages=["de", "en", "zh"], max_groups=60, data_dir=data_dir)
     groups = bias.translation_groups(bench)
-    frame = pd.DataFrame({"paragraph": [bias.paragraph_of(c) for c in bench.candidates["id"]],
+    frame = pd.DataFrame({"paragraph": [paragraph_of(c) for c in bench.candidates["id"]],
                           "lang": bench.candidates["lang"], "group": groups})
     # XQuAD is parallel: a group holds the same paragraph in each of the three languages, and nothing else
     per_group = frame.drop_duplicates("paragraph").groupby("group")["lang"].agg(sorted)
@@ -228,7 +230,7 @@ def test_untrained_points_show_no_ratios_and_bias_tables_need_the_records(tmp_pa
     for name in analysis.CENTRING_MEASURES:
         assert (effect[f"{name}_low"] <= effect[name] + 1e-9).all() and (effect[name] <= effect[f"{name}_high"] + 1e-9).all()
     assert "n/a" not in analysis.centring_summary(effect).to_string()
-    assert analysis.lda_projection(runs[0], "toy") is not None
+    assert analysis.projection(runs[0], "toy", "lda") is not None
     tests = analysis.paired_tests(runs, "toy", "map_centred", "multi", permutations=200)
     assert len(tests) == 1 and 0 <= tests["p_value"].iloc[0] <= 1
     # a run recorded before the measures existed: the tables say so instead of failing

@@ -179,11 +179,12 @@ def test_hand_computed_aggregates():
 
 
 def test_same_language_share_of_the_top_k_by_hand():
-    from hybridlib.evaluation.search import same_language_share
+    from hybridlib.evaluation.metrics import build_eval_index, pooled_top_k, same_language_share_of
 
     bench, q, c = two_language_toy()
     # top 3 -- de:g1: d0 e0 d2 (2 de); de:g2: e2 d2 e1 (1 de); en:g1: e1 d1 d2 (1 en); en:g2: e1 d1 d0 (1 en)
-    assert same_language_share(bench, q, c, k=3) == pytest.approx([2 / 3, 1 / 3, 1 / 3, 1 / 3])
+    shares = same_language_share_of(build_eval_index(bench), pooled_top_k(q, c, k=3))
+    assert shares == pytest.approx([2 / 3, 1 / 3, 1 / 3, 1 / 3])
     # the pooled rows of the per-query table carry the top-10 share (every candidate here: 1/2)
     _, frame = evaluate_embeddings(bench, q, c)
     assert frame.loc[frame.setting == "multi", "top10_same_language"].tolist() == [0.5] * 4

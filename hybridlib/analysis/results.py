@@ -296,7 +296,7 @@ def centring_effect(runs: list[dict], benchmark: str, replicates: int = 2000, le
     """
     import numpy as np
 
-    from ..evaluation.stats import cell_sums, shared_units
+    from ..evaluation.stats import bootstrap_draws, cell_sums, replicate_means, shared_units
 
     parts_of = {"map_mono": ("map", "mono"), "map_multi": ("map", "multi"), "map_mono_centred": ("map_centred", "mono"),
                 "map_multi_centred": ("map_centred", "multi"), "rank_distance": ("rank_distance", "multi"),
@@ -308,15 +308,12 @@ def centring_effect(runs: list[dict], benchmark: str, replicates: int = 2000, le
         if not all("ap_centred" in t for t in tables):
             continue
         groups = shared_units(tables)  # the resampling units (paragraph clusters where recorded)
-        rng = np.random.default_rng(seed)
-        weights = np.vstack([np.ones(len(groups)),  # row 0: the plain scores
-                             rng.multinomial(len(groups), np.full(len(groups), 1 / len(groups)), size=replicates)])
-        picks = rng.integers(0, len(tables), size=(replicates, len(tables)))  # seeds drawn with replacement
+        draws = bootstrap_draws(len(groups), len(tables), replicates, seed)  # the same draws for every measure
         values = {}
         for name, (metric, setting) in parts_of.items():
-            scores = np.stack([cell_sums(t, metric, setting, groups).score(weights) for t in tables], axis=1)
-            values[name] = np.concatenate([[scores[0].mean()],
-                                           np.take_along_axis(scores[1:], picks, axis=1).mean(axis=1)])
+            parts = [cell_sums(t, metric, setting, groups) for t in tables]
+            plain = np.mean([p.score(np.ones((1, len(groups))))[0] for p in parts])
+            values[name] = np.concatenate([[plain], replicate_means(parts, *draws)])
         with np.errstate(invalid="ignore", divide="ignore"):
             values["map_multi_gain"] = values["map_multi_centred"] - values["map_multi"]
             values["map_gap"] = values["map_mono"] - values["map_multi"]

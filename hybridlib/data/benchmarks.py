@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import datasets
 import pandas as pd
 
 from ..cache import cache_dir, file_lock
+from ..records import atomic_path
 from .pinned import _spec, benchmark_languages
 
 # --- pinned sources -------------------------------------------------------------------------------
@@ -42,24 +42,33 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def candidate_id(lang: str, article, paragraph, sentence) -> str:
+    """The id of a candidate sentence: ``"lang:article:paragraph:sentence"``."""
+    return f"{lang}:{article}:{paragraph}:{sentence}"
+
+
+def paragraph_of(candidate_id: str) -> str:
+    """``"lang:article:paragraph"`` of a candidate id ``"lang:article:paragraph:sentence"`` (its last part dropped)."""
+    return candidate_id.rsplit(":", 1)[0]
+
+
+def is_candidate_id(text: str) -> bool:
+    """Whether ``text`` has the four parts of a LAReQA candidate id."""
+    return text.count(":") == 3
+
+
 def download_file(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` through a temporary file, renamed only once the sha256 matches.
 
     An interrupted or corrupt download therefore never leaves a file at ``dest``.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    with atomic_path(dest) as tmp:  # a mismatch raises inside: the temporary file goes, nothing is renamed
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-        got = sha256_of(tmp_name)
+        got = sha256_of(tmp)
         if got != sha256:
             raise ValueError(f"sha256 mismatch for {url}: expected {sha256}, got {got}; the file was discarded")
-        os.replace(tmp_name, dest)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return dest
 
 
@@ -191,7 +200,7 @@ def load_benchmark(
                 if max_groups and (lang, a, p) not in kept_paragraphs:
                     continue
                 for s, sentence in enumerate(paragraph["sentences"]):
-                    candidate_rows["id"].append(f"{lang}:{a}:{p}:{s}")
+                    candidate_rows["id"].append(candidate_id(lang, a, p, s))
                     candidate_rows["lang"].append(lang)
                     candidate_rows["text"].append(sentence)
                     candidate_rows["context"].append(paragraph["context"])
@@ -208,7 +217,7 @@ def load_benchmark(
         query_rows["group"].append(group)
         query_rows["lang"].append(lang)
         query_rows["text"].append(text)
-        gold.setdefault(group, []).append(f"{lang}:{a}:{p}:{s}")
+        gold.setdefault(group, []).append(candidate_id(lang, a, p, s))
     relevant = {qid: set(gold[group]) for qid, group in zip(query_rows["id"], query_rows["group"])}
     return Benchmark(
         name=name,
@@ -240,7 +249,7 @@ def pairs_from_benchmark(benchmark: Benchmark, negatives: bool = False) -> datas
         answers = _answered_groups(benchmark)
         paragraphs: dict[str, list[str]] = {}
         for candidate in benchmark.candidates["id"]:  # in file order: sentence order within a paragraph
-            paragraphs.setdefault(candidate.rsplit(":", 1)[0], []).append(candidate)
+            paragraphs.setdefault(paragraph_of(candidate), []).append(candidate)
     for qid, group, lang, text in zip(
         benchmark.queries["id"], benchmark.queries["group"], benchmark.queries["lang"], benchmark.queries["text"]
     ):
@@ -250,7 +259,7 @@ def pairs_from_benchmark(benchmark: Benchmark, negatives: bool = False) -> datas
         rows["query"].append(text)
         rows["passage"].append(candidate_text[gold])
         if negatives:
-            negative = mine_negative(gold, paragraphs[gold.rsplit(":", 1)[0]], answers, key=f"{group}/{lang}")
+            negative = mine_negative(gold, paragraphs[paragraph_of(gold)], answers, key=f"{group}/{lang}")
             rows["negative"].append(None if negative is None else candidate_text[negative])
             rows["passage_id"].append(group)
             rows["negative_id"].append(None if negative is None else _answer_id(negative, answers))

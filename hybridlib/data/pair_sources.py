@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..progress import progress_bar
+from ..records import atomic_path
 from .benchmarks import NEGATIVE_COLUMNS, PAIR_COLUMNS, Benchmark
 
 # --- mMARCO -------------------------------------------------------------------------------------------
@@ -515,7 +516,6 @@ def cached_mmarco_pairs(languages, max_groups: int | None, cache_dir: str | os.P
             return datasets.Dataset.from_parquet(str(path))
         pairs = mmarco_pairs(codes, max_groups=max_groups, revision=revision, base_url=base_url, progress=progress,
                              negatives=negatives)
-        partial = path.with_name(f".{name}.{os.getpid()}.partial")
-        pairs.to_parquet(str(partial))
-        partial.replace(path)
+        with atomic_path(path) as partial:
+            pairs.to_parquet(str(partial))
     return pairs

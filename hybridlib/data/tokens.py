@@ -12,11 +12,11 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 
 import numpy as np
 
 from ..cache import cache_dir, file_lock
+from ..records import atomic_path
 
 ROLES = {"query": "query", "passage": "passage", "negative": "negative"}  # pair-table column of each role
 ENCODER_ROLE = {"query": "query", "passage": "passage", "negative": "passage"}  # a hard negative is a passage
@@ -68,11 +68,9 @@ class PairTokens:
 
     def save(self, path) -> None:
         """Write the ids as ``.npz``, atomically: a reader never sees half a file."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:  # np.savez would append ".npz" to a path
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # np.savez would append ".npz" to a path
             np.savez(handle, **{f"{r}_flat": self.flat[r] for r in ROLES},
                      **{f"{r}_offsets": self.offsets[r] for r in ROLES})
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path) -> "PairTokens":

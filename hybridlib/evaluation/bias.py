@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..data.benchmarks import paragraph_of
 from .metrics import (CENTRED, EvalIndex, build_eval_index, per_query_scores, pooled_query_order, pooled_top_k,
                       same_language_share_of, summarize_scores)
 from .stats import wilson_interval
@@ -40,11 +41,6 @@ PROBE_C = 1.0  # inverse regularisation strength of the probe (on standardised f
 
 
 # --- groups of translated paragraphs -------------------------------------------------------------------
-
-
-def paragraph_of(candidate_id: str) -> str:
-    """``"lang:article:paragraph"`` of a candidate id ``"lang:article:paragraph:sentence"``."""
-    return candidate_id.rsplit(":", 1)[0]
 
 
 def translation_groups(benchmark) -> np.ndarray:

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..data.benchmarks import is_candidate_id, paragraph_of
 from ..progress import progress_bar
 from .search import top_k
 
@@ -124,8 +125,8 @@ def gold_paragraph(relevant_ids: list[str], group: str) -> str:
     where it has one, whose file holds every MLQA-R id; else the first language). Questions asked on one
     paragraph share their candidate sentences, so their scores are correlated: the bootstrap resamples these
     clusters, not single questions. Ids not of the LAReQA form ``lang:a:p:s`` leave the group its own cluster."""
-    parts = [cid.split(":") for cid in sorted(relevant_ids, key=lambda cid: (not cid.startswith("en:"), cid))]
-    return ":".join(parts[0][:3]) if parts and len(parts[0]) == 4 else str(group)
+    ids = sorted(relevant_ids, key=lambda cid: (not cid.startswith("en:"), cid))
+    return paragraph_of(ids[0]) if ids and is_candidate_id(ids[0]) else str(group)
 
 
 @dataclass

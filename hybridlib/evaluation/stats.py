@@ -95,6 +95,21 @@ def _group_weights(rng: np.random.Generator, n_groups: int, replicates: int) -> 
     return rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=replicates).astype(float)
 
 
+def bootstrap_draws(groups: int, seeds: int, replicates: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of one bootstrap over groups and seeds: how often each group is drawn in each replicate
+    ``[replicates, groups]``, and which seeds each replicate takes, with replacement ``[replicates, seeds]``."""
+    rng = np.random.default_rng(seed)
+    weights = _group_weights(rng, groups, replicates)
+    return weights, rng.integers(0, seeds, size=(replicates, seeds))
+
+
+def replicate_means(parts: list[CellSums], weights: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """The score of every bootstrap replicate: each seed's score under the group draws, averaged over the seeds
+    the replicate picked."""
+    scores = np.stack([p.score(weights) for p in parts], axis=1)  # [replicates, seeds]
+    return np.take_along_axis(scores, picks, axis=1).mean(axis=1)
+
+
 def bootstrap_ci(
     tables: list[pd.DataFrame] | pd.DataFrame,
     metric: str,
@@ -113,13 +128,9 @@ def bootstrap_ci(
     groups = shared_units(tables)
     parts = [cell_sums(t, metric, setting, groups) for t in tables]
     per_seed = np.array([float(p.score(np.ones((1, len(groups))))[0]) for p in parts])
-    rng = np.random.default_rng(seed)
-    weights = _group_weights(rng, len(groups), replicates)
-    scores = np.stack([p.score(weights) for p in parts], axis=1)  # [replicates, seeds]
-    picks = rng.integers(0, len(parts), size=(replicates, len(parts)))  # seeds drawn with replacement
-    replicate_means = np.take_along_axis(scores, picks, axis=1).mean(axis=1)
+    means = replicate_means(parts, *bootstrap_draws(len(groups), len(parts), replicates, seed))
     alpha = (1 - level) / 2
-    low, high = np.nanquantile(replicate_means, [alpha, 1 - alpha])
+    low, high = np.nanquantile(means, [alpha, 1 - alpha])
     return {"mean": float(per_seed.mean()), "low": float(low), "high": float(high),
             "seed_std": float(per_seed.std(ddof=1)) if len(parts) > 1 else 0.0,
             "seeds": len(parts), "replicates": replicates, "level": level}

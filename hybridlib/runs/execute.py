@@ -37,7 +37,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 
 from ..parameters import DEFAULTS
 from ..progress import text_bars
+from ..records import finished_with, record_damage, utc_now, where_am_i, write_atomic
 from .config import ParameterError, load_yaml
 from .runlock import RunFolderBusy, launch_dir, run_folder_holder
 
@@ -54,20 +54,7 @@ TERMINAL = ("ok", "failed", "died", "busy")  # a placement in one of these state
 _EXIT = {"ok": 0, "failed": 1, "busy": 75, "died": 70}  # exit status of `python -m hybridlib.runs.execute run`
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 # --- running one run, here ---------------------------------------------------------------------------------
-
-
-def where_am_i() -> dict:
-    """Host, devices and Slurm job of this process (what a run records about where it ran)."""
-    here = {"host": socket.gethostname(), "pid": os.getpid(), "devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
-        if key in os.environ:
-            here[key.lower()] = os.environ[key]
-    return here
 
 
 def failure_line(err: BaseException, notebook: Path | None) -> str:
@@ -97,12 +84,10 @@ def execute(params_file: str | os.PathLike, nproc: int = 1, lock_wait_s: float =
     process died may find the dying process still holding it); still taken then: "busy". A run already
     finished with these parameters (placed twice, finished elsewhere meanwhile) is not redone.
     """
-    from ..parameters import differing_params
     from ..paths import find_project_root
-    from ..records import read_record, record_damage
 
     root = Path(root) if root is not None else find_project_root()
-    record = {**where_am_i(), "started": now(), "notebook": None, "error": None}
+    record = {**where_am_i(), "started": utc_now(), "notebook": None, "error": None}
     params = load_yaml(params_file)
     folder = root / params["output_dir"] / params["run_name"]
     holder = run_folder_holder(folder)
@@ -111,31 +96,40 @@ def execute(params_file: str | os.PathLike, nproc: int = 1, lock_wait_s: float =
         time.sleep(1)
         holder = run_folder_holder(folder)
     if holder:
-        return {**record, "status": "busy", "error": f"running elsewhere ({holder})", "ended": now()}
-    metrics = folder / "metrics.json"
-    if not record_damage(folder) and metrics.exists() and not differing_params(read_record(metrics)["params"], params):
-        return {**record, "status": "ok", "note": "already finished with these parameters", "ended": now()}
+        return {**record, "status": "busy", "error": f"running elsewhere ({holder})", "ended": utc_now()}
+    if not record_damage(folder) and finished_with(folder, params):
+        return {**record, "status": "ok", "note": "already finished with these parameters", "ended": utc_now()}
     if nproc > 1:
         status, error = _execute_torchrun(Path(params_file), nproc, folder, root)
     else:
         record["notebook"] = str(folder / TRAIN_NOTEBOOK)
         status, error = _execute_notebook(params, folder, root)
     print(f"hybridlib.runs.execute: {params['run_name']}: {status}" + (f": {error}" if error else ""), flush=True)
-    return {**record, "status": status, "error": error, "ended": now()}
+    return {**record, "status": status, "error": error, "ended": utc_now()}
+
+
+def run_notebook(root: Path, notebook: str, folder: Path, parameters: dict, stream: bool = False) -> Path:
+    """papermill of ``notebooks/<notebook>`` into ``folder`` (the training notebook of a run, the analysis notebooks
+    of a sweep); raises what papermill raises. ``stream``: the kernel's output goes to this process's stdout and
+    stderr (a run's log). The executed notebook is read later, not watched: text progress bars, not widgets."""
+    import papermill
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / notebook
+    streams = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if stream else {}
+    with text_bars():
+        papermill.execute_notebook(str(root / "notebooks" / notebook), str(target), parameters=parameters,
+                                   cwd=str(root), kernel_name="python3", progress_bar=False, **streams)
+    return target
 
 
 def _execute_notebook(params: dict, folder: Path, root: Path) -> tuple[str, str | None]:
-    """papermill of 02_train.ipynb into the run folder, its output streamed to this process's stdout/stderr."""
-    import papermill
+    """The run's training notebook into its folder, its output streamed to this process's stdout/stderr."""
     from papermill.exceptions import PapermillExecutionError
 
-    folder.mkdir(parents=True, exist_ok=True)
     notebook = folder / TRAIN_NOTEBOOK
     try:
-        with text_bars():  # the run's notebook and log are read later: text bars, not widgets frozen at 0%
-            papermill.execute_notebook(str(root / "notebooks" / TRAIN_NOTEBOOK), str(notebook),
-                                       parameters=notebook_parameters(params), cwd=str(root), kernel_name="python3",
-                                       progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+        run_notebook(root, TRAIN_NOTEBOOK, folder, notebook_parameters(params), stream=True)
     except PapermillExecutionError as err:  # the notebook raised: the run's own failure
         print(err, file=sys.stderr, flush=True)  # its traceback, into the run's log
         if err.ename == RunFolderBusy.__name__:  # another process took the folder first
@@ -173,18 +167,15 @@ def _execute_torchrun(params_file: Path, nproc: int, folder: Path, root: Path) -
 
 
 def _rank_main(params_file: str, result_dir: str) -> int:
-    """One torchrun rank: the calls of ``python -m hybridlib.experiment``, and a file saying how it ended."""
-    from ..training.distributed import init_from_env, shutdown
-    from .config import resolve_params
-    from .experiment import run_experiment
+    """One torchrun rank: ``experiment.run_file`` (what ``python -m hybridlib.experiment`` runs), and a file saying
+    how it ended."""
+    from .experiment import run_file
 
     rank = int(os.environ.get("RANK", "0"))
     target = Path(result_dir) / f"rank-{rank}.json"
 
     def report(status: str, error: str | None = None) -> None:
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"status": status, "error": error, **where_am_i()}) + "\n")
-        tmp.replace(target)
+        write_atomic(target, json.dumps({"status": status, "error": error, **where_am_i()}) + "\n")
 
     def terminated(signum, frame):  # torchrun stopping the other ranks after one failed, or a preemption
         report("terminated", f"signal {signal.Signals(signum).name}")
@@ -192,17 +183,13 @@ def _rank_main(params_file: str, result_dir: str) -> int:
 
     signal.signal(signal.SIGTERM, terminated)
     try:
-        params = resolve_params(load_yaml(params_file))
-        device = init_from_env(params["device"])
-        run_experiment(params, device=device)
+        run_file(params_file)
     except RunFolderBusy as err:
         report("busy", f"running elsewhere ({err})")
         raise
     except Exception as err:
         report("failed", failure_line(err, None))
         raise
-    finally:
-        shutdown()
     report("ok")
     return 0
 
@@ -258,7 +245,7 @@ class Placement:
     def mark_running(self, **fields) -> None:
         for key, value in fields.items():
             setattr(self, key, value)
-        self.started = self.started or now()
+        self.started = self.started or utc_now()
         self._tick = self._tick or time.monotonic()
         self.status = "running"
 
@@ -272,7 +259,7 @@ class Placement:
         else:
             status, self.error = "died", no_result
         self.exit = exit_code
-        self.ended = now()
+        self.ended = utc_now()
         if self._tick is not None:
             self.seconds = round(time.monotonic() - self._tick, 1)
         self.status = status  # last: the driver acts on it
@@ -316,12 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = execute(args.params_file, nproc=args.nproc, lock_wait_s=args.lock_wait)
     except (ParameterError, FileNotFoundError) as err:  # an unreadable parameter file: not worth retrying
-        outcome = {**where_am_i(), "status": "failed", "error": f"{type(err).__name__}: {err}", "ended": now()}
+        outcome = {**where_am_i(), "status": "failed", "error": f"{type(err).__name__}: {err}", "ended": utc_now()}
         print(f"hybridlib.runs.execute: failed: {outcome['error']}", flush=True)
     target = Path(args.result)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(outcome, indent=1) + "\n")
-    tmp.replace(target)
+    write_atomic(target, json.dumps(outcome, indent=1) + "\n")
     return _EXIT[outcome["status"]]
 
 

@@ -52,7 +52,7 @@ from ..evaluation.evaluate import evaluate_model
 from ..models.bi_encoder import BiEncoder
 from ..models.build import build_model
 from ..parameters import PACKING_MODES, differing_params
-from ..records import read_record, record_damage, set_aside
+from ..records import read_record, record_damage, set_aside, where_am_i, write_atomic
 from ..training.checkpoint import CheckpointError, checkpoint_step
 from ..training.distributed import barrier, init_from_env, is_main, long_wait_group, shutdown, world
 from ..training.loop import best_weights_path, train, validation_loss
@@ -94,9 +94,7 @@ def prepare_run_folder(params: dict) -> Path:
                 "Choose another run_name or output_dir, or delete that folder to replace the run."
             )
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = recorded.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(params, indent=2) + "\n")
-    tmp.replace(recorded)  # atomic: a run killed while recording leaves no half params.json
+    write_atomic(recorded, json.dumps(params, indent=2) + "\n")  # a run killed while recording leaves no half file
     return folder
 
 
@@ -208,10 +206,52 @@ def make_validation(params: dict, model: BiEncoder, pairs, progress: bool = True
                            PACKING_MODES[params["packing"]])
 
 
-def warm_caches(params: dict) -> None:
-    """Fill what a run of ``params`` reads from the shared caches the way ``Run`` reads it: the evaluation and
-    training data, the (converted) model, the training and validation tables' token ids. A sweep calls it once per
-    distinct training set-up before runs start together, so they find the caches filled."""
+# Read while filling the caches but deciding nothing they hold (the tiny model's seed, a frozen embedding table).
+_NOT_CACHED = ("seed", "freeze_embeddings", "device")
+
+
+class _ReadParams(dict):
+    """A run's parameters that remember which of them were read (iterating reads them all)."""
+
+    def __init__(self, params: dict):
+        super().__init__(params)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __iter__(self):
+        self.read.update(super().keys())
+        return super().__iter__()
+
+    def items(self):
+        self.read.update(super().keys())
+        return super().items()
+
+
+def warm_caches(runs: list[dict]) -> int:
+    """Fill what the runs read from the shared caches, the way ``Run`` reads it (evaluation and training data, the
+    converted model, the token ids of the training and validation tables), once per distinct set-up; returns how
+    many set-ups were filled. A sweep calls it before runs start together, so they find the caches filled.
+
+    The set-up of a run is what filling its caches read: a run whose values of all those parameters equal an
+    earlier one's (``_NOT_CACHED`` aside) would read the same files, and is skipped."""
+    filled: list[dict] = []
+    for params in runs:
+        if any(all(params.get(k) == v for k, v in setup.items()) for setup in filled):
+            continue
+        reads = _ReadParams(params)
+        _warm_caches(reads)
+        filled.append({k: params[k] for k in sorted(reads.read - set(_NOT_CACHED)) if k in params})
+    return len(filled)
+
+
+def _warm_caches(params: dict) -> None:
     evaluation_benchmarks(params)
     model = build_model(params, torch.device("cpu"))
     if params["steps"]:
@@ -275,8 +315,6 @@ def environment_info() -> dict:
     by hand), the host, ``CUDA_VISIBLE_DEVICES``, and the Slurm job (``slurm_job_id``, ``slurm_array_job_id``,
     ``slurm_array_task_id``) when there is one.
     """
-    import socket
-
     def git(*args):
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
@@ -299,10 +337,8 @@ def environment_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "launcher": os.environ.get("HYBRIDLIB_LAUNCHER"),
-        "host": socket.gethostname(),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        **{key.lower(): os.environ[key] for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
-           if key in os.environ},
+        **{("cuda_visible_devices" if key == "devices" else key): value for key, value in where_am_i().items()
+           if key != "pid"},
     }
 
 
@@ -362,11 +398,7 @@ def write_metrics(folder: Path, params: dict, evaluations: dict[str, dict], timi
         "overlap": overlap or {},
         "benchmarks": {name: result["metrics"] for name, result in evaluations.items()},
     }
-    path = folder / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)  # atomic: a reader never sees half a metrics.json
-    return path
+    return write_atomic(folder / "metrics.json", json.dumps(record, indent=1, sort_keys=False) + "\n")
 
 
 def check_overlap(pairs, benchmarks: dict[str, Benchmark]) -> dict:
@@ -476,6 +508,19 @@ def run_experiment(params: dict, progress: bool = True, device: torch.device | N
     return run.finish()
 
 
+def run_file(params_file: str | Path) -> Path | None:
+    """One run from a flat parameter file, in this process or as one rank under torchrun (joining its process
+    group); the run folder on the main rank, None on the others."""
+    params = resolve_params(load_yaml(params_file))
+    device = init_from_env(params["device"])  # joins torchrun's process group; None in one process
+    main_rank = is_main()
+    try:
+        path = run_experiment(params, device=device)
+    finally:
+        shutdown()
+    return path if main_rank else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m hybridlib.experiment PARAMS.yaml``: one run from a flat parameter file.
 
@@ -486,20 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m hybridlib.experiment PARAMS.yaml", file=sys.stderr)
         return 2
     try:
-        params = resolve_params(load_yaml(argv[0]))
-    except (ParameterError, FileNotFoundError) as err:
+        path = run_file(argv[0])
+    except (ParameterError, FileNotFoundError, CheckpointError) as err:  # one line: a bad file, a refused checkpoint
         print(f"error: {err}", file=sys.stderr)
         return 2
-    device = init_from_env(params["device"])  # joins torchrun's process group; None in one process
-    main_rank = is_main()
-    try:
-        path = run_experiment(params, device=device)
-    except CheckpointError as err:  # a refused checkpoint: one line, like a bad parameter
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        shutdown()
-    if main_rank:
+    if path is not None:
         print(path)
     return 0
 

@@ -13,11 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from ..records import seconds_between, utc_now, write_atomic
 from .config import ParameterError
-from .execute import LAUNCHER_ENV, TERMINAL, Placement, Task, execute, now
+from .execute import LAUNCHER_ENV, TERMINAL, Placement, Task, execute
 from .runlock import launch_dir
 
 SLURM_EXTRA = 'pip install -e ".[slurm]"'
@@ -116,7 +116,7 @@ class SlurmLauncher:
                                  f"(sbatch options: {self.describe()})") from None
         placed = {}
         for task, job in zip(tasks, jobs):
-            placement = placed[task.run] = Placement(task, self.name, slurm_job=job.job_id, submitted=now(),
+            placement = placed[task.run] = Placement(task, self.name, slurm_job=job.job_id, submitted=utc_now(),
                                                      **self._logs(job.job_id))
             self._write_record(placement, collected=False)
         return placed
@@ -126,13 +126,9 @@ class SlurmLauncher:
         return {"log": str(paths.stdout), "stderr": str(paths.stderr)}
 
     def _write_record(self, placement: Placement, collected: bool) -> None:
-        path = self._record_path(placement.task)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"job_id": placement.slurm_job, "folder": str(self.folder),
+        write_atomic(self._record_path(placement.task), json.dumps({"job_id": placement.slurm_job, "folder": str(self.folder),
                                    "attempt": placement.attempt, "submitted": placement.submitted,
                                    "collected": collected, "status": placement.status}, indent=1) + "\n")
-        tmp.replace(path)
 
     def collected(self, placement: Placement) -> None:
         """The driver has recorded how this job ended: a later invocation does not collect it again."""
@@ -225,7 +221,7 @@ class SlurmLauncher:
                                + (f" (CUDA_VISIBLE_DEVICES={value['devices']})" if value.get("devices") else ""))
             placement.ended = value.get("ended") or placement.ended
             if placement.started and placement.ended:
-                placement.seconds = _seconds_between(placement.started, placement.ended)
+                placement.seconds = seconds_between(placement.started, placement.ended)
         else:  # the job's Python failed outside the run (environment missing on the node, say)
             last = str(value).strip().splitlines()[-1:] or [""]
             placement.finish(None, self._final_state(job),
@@ -233,12 +229,5 @@ class SlurmLauncher:
 
     def stop(self) -> None:
         pass  # Slurm jobs keep running without the driver; the same command collects them later
-
-
-def _seconds_between(start: str, end: str) -> float:
-    fmt = "%Y-%m-%dT%H:%M:%SZ"
-    import calendar
-
-    return float(calendar.timegm(time.strptime(end, fmt)) - calendar.timegm(time.strptime(start, fmt)))
 
 

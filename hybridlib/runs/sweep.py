@@ -48,16 +48,13 @@ import pandas as pd
 
 from ..analysis.results import load_runs, scores_table
 from ..cache import file_lock
-from ..parameters import differing_params
 from ..paths import find_project_root
-from ..progress import text_bars
-from ..records import DamagedRecord, read_record, record_damage, set_aside
+from ..records import DamagedRecord, finished_with, read_record, record_damage, set_aside, utc_now, write_atomic
 from .config import ParameterError, load_yaml, resolve_params
-from .execute import TERMINAL, Placement, Task, failure_line
+from .execute import TERMINAL, Placement, Task, failure_line, run_notebook
 from .local import LocalLauncher
 from .runlock import launch_dir, run_folder_holder
 
-TRAIN_NOTEBOOK = "02_train.ipynb"
 ANALYSIS_NOTEBOOKS = ("03_evaluation.ipynb", "04_bias_analysis.ipynb", "05_explore.ipynb")
 _SWEEP_KEYS = {"sweep", "output_dir", "extends", "base", "seeds", "runs"}
 
@@ -91,12 +88,6 @@ def load_sweep(path: str | Path) -> tuple[str, Path, dict[str, dict], dict]:
     return name, output_dir, runs, shared
 
 
-def _finished_with(folder: Path, params: dict) -> bool:
-    """Whether ``folder`` (whose records are readable: ``records.record_damage``) holds this run, finished."""
-    metrics = folder / "metrics.json"
-    return metrics.exists() and not differing_params(read_record(metrics)["params"], params)
-
-
 def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = False, launcher=None,
               retries: int = 1, wait: bool = True, analysis: bool = True) -> pd.DataFrame:
     """Run every point of a sweep file; return (and print) a summary table.
@@ -116,7 +107,7 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
     resolved = _resolve_all(path, runs)  # every point checked before the first one runs
     output_dir = root / output_dir
     started = time.perf_counter()
-    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    started_at = utc_now()
     tasks = {run: Task(run, str(launch_dir(output_dir / run) / "params.yaml"), str(output_dir / run), str(root))
              for run in runs}
     earlier = {} if dry_run else launcher.earlier(tasks)  # Slurm jobs an earlier invocation left to collect
@@ -129,7 +120,7 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
                   f"invocation: collecting it", flush=True)
             continue
         damage = record_damage(folder)  # a folder whose records cannot be read is never finished
-        if not damage and _finished_with(folder, resolved[run]):
+        if not damage and finished_with(folder, resolved[run]):
             status[run] = ("skipped (finished, same parameters)", None)
             print(f"{head}: already finished with these parameters, skipped", flush=True)
             continue
@@ -203,10 +194,7 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
 def _write_params_file(path: Path, params: dict) -> None:
     import yaml
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(params, sort_keys=False))
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(params, sort_keys=False))
 
 
 def _place(launcher, tasks: list[Task], earlier: dict[str, Placement], retries: int, wait: bool,
@@ -330,41 +318,23 @@ def _fill_shared_caches(runs: list[dict]) -> None:
     """Fill, once and before the runs start together, what they share (``experiment.warm_caches``: benchmark
     files, the converted embedded model, streamed pair tables, token ids), once per distinct set-up. (Each cache
     also locks its own writes, so this is about not doing the work K times in parallel, not about correctness.)"""
-    from ..parameters import BOOKKEEPING_KEYS
     from .experiment import warm_caches
 
     tick = time.perf_counter()
     print("filling the shared caches before the runs start (benchmarks, models, training tables, token ids)",
           flush=True)
-    setups = {}
-    for params in runs:  # runs that differ only in what training does with the same data share one set-up
-        key = json.dumps({k: v for k, v in params.items() if k in _DATA_KEYS and k not in BOOKKEEPING_KEYS},
-                         sort_keys=True, default=str)
-        setups.setdefault(key, params)
-    for params in setups.values():
-        warm_caches(params)
-    print(f"shared caches ready ({time.perf_counter() - tick:.0f} s)", flush=True)
-
-
-# the parameters that decide which data, model and token ids a run reads (``experiment.warm_caches``)
-_DATA_KEYS = ("train_source", "train_languages", "train_max_groups", "negatives", "validation_source",
-              "validate_every", "model", "pooling", "query_prefix", "passage_prefix", "query_max_length",
-              "passage_max_length", "eval_benchmarks", "eval_languages", "max_groups", "steps")
+    setups = warm_caches(runs)
+    print(f"shared caches ready: {setups} set-up(s) for {len(runs)} run(s) ({time.perf_counter() - tick:.0f} s)",
+          flush=True)
 
 
 def _run_notebook(root: Path, notebook: str, folder: Path, parameters: dict) -> tuple[str, str | None]:
     """Execute ``notebooks/<notebook>`` into ``folder``: (status, None) or ("FAILED", one-line error)."""
-    import papermill
-
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / notebook
     tick = time.perf_counter()
     try:
-        with text_bars():  # no one watches these bars live: text, not widgets frozen at 0%
-            papermill.execute_notebook(str(root / "notebooks" / notebook), str(target), parameters=parameters,
-                                       cwd=str(root), kernel_name="python3", progress_bar=False)
+        run_notebook(root, notebook, folder, parameters)
     except Exception as err:  # one failing notebook must not stop the sweep
-        return "FAILED", failure_line(err, target)
+        return "FAILED", failure_line(err, folder / notebook)
     return f"ok ({time.perf_counter() - tick:.0f} s)", None
 
 
@@ -387,9 +357,7 @@ def export_points(path: str | Path, folder: str | Path, only: list[str] | None =
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for run, params in resolved.items():
-        target = folder / f"{run}.yaml"
-        target.write_text(yaml.safe_dump(params, sort_keys=False))
-        written.append(target)
+        written.append(write_atomic(folder / f"{run}.yaml", yaml.safe_dump(params, sort_keys=False)))
     return written
 
 
@@ -443,9 +411,7 @@ def _record_invocation(path: Path, name: str, sweep_file, started_at: str, elaps
             "file": str(sweep_file), "started": started_at, "wall_seconds": round(elapsed, 1),
             "launcher": launcher, "retries": retries, "status": runs,
         })
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(history, indent=1) + "\n")
-        tmp.replace(path)  # atomic: a sweep killed while recording leaves the previous history whole
+        write_atomic(path, json.dumps(history, indent=1) + "\n")  # a killed sweep leaves the previous history whole
 
 
 def _display_path(path: Path, root: Path) -> str:

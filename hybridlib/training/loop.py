@@ -26,6 +26,7 @@ from ..data.tokens import PairTokens
 from ..models.bi_encoder import varlen_available
 from ..parameters import MIXED_PRECISION_MODES
 from ..progress import progress_bar
+from ..records import atomic_path, write_atomic
 from .cached_loss import cached_contrastive_loss, check_chunk_size, contrastive_loss
 from .checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from .distributed import barrier, broadcast_from_main, gradient_sync, mean_over_ranks, rank_batches, world
@@ -376,9 +377,8 @@ class _BestWeights:
         """The best weights into the file (atomically: written beside it, then renamed)."""
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({"step": self.step, "loss": self.loss, "parameters": self.weights}, tmp)
-        tmp.replace(self.path)
+        with atomic_path(self.path) as tmp:
+            torch.save({"step": self.step, "loss": self.loss, "parameters": self.weights}, tmp)
 
     def restore(self) -> None:
         if self.weights is not None:
@@ -426,11 +426,7 @@ class _StepLog:
     file that replaces the log in one rename, so a kill at any moment leaves a complete log behind."""
 
     def __init__(self, path: str | Path, kept: list[dict]):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
-        tmp.replace(path)
+        path = write_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
         self._file = open(path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
