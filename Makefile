@@ -1,9 +1,10 @@
-# One-command entry points. `make demo` = set up + run the demo sweep; `make test` = set up + run all tests.
+# One-command entry points. `make demo` = set up + run the demo sweep; `make test-fast` = the unit and in-process
+# integration tests (minutes); `make test` = set up + run everything (what .ci/run runs).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SWEEP ?= params/demo.yaml
 
-.PHONY: setup test test-slurm demo demo-alpha data lab
+.PHONY: setup test test-fast test-slurm demo demo-alpha data lab
 
 setup: $(VENV)/.installed
 
@@ -19,7 +20,13 @@ $(VENV)/.installed: pyproject.toml
 data: setup
 	$(PY) -c "from hybridlib.data import load_benchmark as l; l('xquad-r'); l('mlqa-r')"
 
-# Unit and integration tests, then every notebook through nbval in the cheap CI profile (params/ci.yaml); then
+# The fast tier: unit and in-process integration tests, no sweep through papermill, notebook, browser, torchrun
+# or Slurm (tests/ only). Under 5 minutes on 2 cores.
+FAST := not slow and not notebook and not browser and not torchrun and not slurm
+test-fast: setup
+	$(PY) -m pytest -q -m "$(FAST)" --durations=10 tests
+
+# The full suite: unit and integration tests, then every notebook through nbval in the cheap CI profile (params/ci.yaml); then
 # the tests marked slurm in a pytest run of their own, so its summary line counts them (they use the one-node
 # cluster of .ci/slurm-up.sh, starting it when it is not up; without root and apt-get they skip, saying why).
 test: setup

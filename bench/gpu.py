@@ -4,7 +4,7 @@ What a researcher pays for is GPU-hours per sweep, i.e. useful (non-padding) tok
 distributions. Batches of ``--batch-size`` pairs are drawn from real pairs (MLQA-R, and an mMARCO-layout sample
 when ``--prepare`` was given one), tokenized with the XLM-R vocabulary, for an ``xlm-roberta-base`` or -large shaped
 encoder with random weights (speed does not depend on the weights), bf16 autocast, fused AdamW. Variants, each a
-``hybridlib.train.train`` loop, interleaved step by step (``bench/harness.py``):
+``hybridlib.training.loop.train`` loop, interleaved step by step (``bench/harness.py``):
 
 - ``padded+tokenize``: one pass per side padded to its longest text, the tokenizer called in the step (the path
   before this round);

@@ -96,7 +96,7 @@ def ratio(slow: list[float], fast: list[float]) -> dict:
 
 
 class StepByStep:
-    """Runs a function that loops by itself (``run(batches, callback)``, e.g. ``hybridlib.train.train``) one
+    """Runs a function that loops by itself (``run(batches, callback)``, e.g. ``hybridlib.training.loop.train``) one
     step at a time, so that it can be interleaved with other cases: ``next(stepper)`` lets it take exactly
     one batch and returns the seconds from handing that batch over to the end of its step (the callback).
 

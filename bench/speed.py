@@ -4,13 +4,13 @@ Both get the same weights, batches, max length, learning rate and prompts, so th
 paths only. Every measurement has three cases, interleaved round by round (``bench/harness.py``):
 
 1. training, one round = one fresh process per case, each taking the same MLQA-R cross batches (its median
-   measured step counts): ours = steps of ``hybridlib.train.train``; theirs = ``SentenceTransformer`` +
+   measured step counts): ours = steps of ``hybridlib.training.loop.train``; theirs = ``SentenceTransformer`` +
    ``MultipleNegativesRankingLoss`` + fused AdamW in a plain loop (what ``SentenceTransformerTrainer`` runs);
    floor = forward + backward alone on the length-sorted sub-batches ours embeds, tokenized beforehand (no
    optimizer, no clipping).
 2. evaluation on XQuAD-R, one round = one chunk of the texts: ours = ``BiEncoder.encode``; theirs =
    ``SentenceTransformer.encode``; floor = the encoder forward alone on our batches, tokenized beforehand.
-   Then both embeddings are scored by ``hybridlib.metrics.evaluate_embeddings`` (sentence-transformers has no
+   Then both embeddings are scored by ``hybridlib.evaluation.metrics.evaluate_embeddings`` (sentence-transformers has no
    LAReQA metrics; its side is charged the same scoring time).
 3. metrics alone: ``evaluate_embeddings`` on our embeddings.
 

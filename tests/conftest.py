@@ -58,3 +58,10 @@ def xquad(data_dir):
 def _no_notebook_profile(monkeypatch):
     """HYBRIDLIB_PARAMS_OVERRIDE selects the notebooks' CI profile; library tests must not see it."""
     monkeypatch.delenv("HYBRIDLIB_PARAMS_OVERRIDE", raising=False)
+
+
+def pytest_collection_modifyitems(items):
+    """nbval's items (the cells of notebooks/*.ipynb) belong to the notebook tier."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)

@@ -1,4 +1,4 @@
-"""Language-bias measures (hybridlib.bias): the probe, the LDA projection and per-language mean-centring, on
+"""Language-bias measures (hybridlib.evaluation.bias): the probe, the LDA projection and per-language mean-centring, on
 synthetic spaces whose bias is known, on real XQuAD-R structure, and as the per-query table and the sweep
 tables (hybridlib.analysis) carry them."""
 

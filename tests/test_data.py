@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from hybridlib.data import benchmarks as data
+from hybridlib.data.pinned import BENCHMARKS
 from hybridlib.data.benchmarks import download_file, load_benchmark, load_pairs, overlap_report, sha256_of
 
 # The per-language counts table of ../shared/data/README.md: (XQuAD-R q, cand, MLQA-R q, cand).
@@ -99,7 +100,7 @@ def test_download_into_cache_verifies_and_reuses(tmp_path, data_dir, monkeypatch
     monkeypatch.setattr(data, "_RAW", f"file://{data_dir}/{{name}}/{{lang}}.json#{{commit}}")
     bench = load_benchmark("mlqa-r", languages=["en", "de"])
     cached = tmp_path / "cache" / "data" / "mlqa-r" / "de.json"
-    assert sha256_of(cached) == data.BENCHMARKS["mlqa-r"]["sha256"]["de"]
+    assert sha256_of(cached) == BENCHMARKS["mlqa-r"]["sha256"]["de"]
     assert Counter(bench.queries["lang"]) == {"en": 1148, "de": 512}
     # a second load reads the cache: point the URL somewhere dead to prove nothing is fetched
     monkeypatch.setattr(data, "_RAW", "file:///nonexistent/{name}/{lang}.json#{commit}")
@@ -111,7 +112,7 @@ def test_download_with_wrong_checksum_leaves_nothing(tmp_path, data_dir):
     with pytest.raises(ValueError, match="sha256 mismatch"):
         download_file(f"file://{data_dir}/xquad-r/en.json", dest, "0" * 64)
     assert not dest.exists() and list(dest.parent.iterdir()) == []
-    good = data.BENCHMARKS["xquad-r"]["sha256"]["en"]
+    good = BENCHMARKS["xquad-r"]["sha256"]["en"]
     assert sha256_of(download_file(f"file://{data_dir}/xquad-r/en.json", dest, good)) == good
 
 

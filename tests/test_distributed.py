@@ -1,4 +1,4 @@
-"""Data-parallel training (hybridlib.distributed) on 2 gloo processes equals one process on the same batches.
+"""Data-parallel training (hybridlib.training.distributed) on 2 gloo processes equals one process on the same batches.
 
 One spawn of 2 processes runs every distributed case and saves its results; the tests compare them with
 the same computations done here in one process. The tiny model has dropout off, so both are deterministic.

@@ -1,4 +1,4 @@
-"""The explorer (hybridlib.explore) that notebooks/05_explore.ipynb drives: the same calls its widgets make, on a
+"""The explorer (hybridlib.analysis.explore) that notebooks/05_explore.ipynb drives: the same calls its widgets make, on a
 tiny sweep of real runs (tiny random model, real XQuAD-R slice) written into a temporary folder."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from hybridlib.analysis import results as analysis, explore
+from hybridlib import analysis
+from hybridlib.analysis import explore
 from hybridlib.evaluation.metrics import GOLD_RANKS, TOP_IDS, TOP_K
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -224,7 +224,7 @@ def test_a_run_folder_held_by_another_process_is_left_alone(tmp_path):
 
     spec = write_sweep(tmp_path)
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from hybridlib.runlock import lock_run_folder; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from hybridlib.runs.runlock import lock_run_folder; "
                                f"lock_run_folder({str(out / 'cross')!r}); print('held', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:

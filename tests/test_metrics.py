@@ -1,4 +1,4 @@
-"""Tests of hybridlib.metrics: hand-computed cases, brute-force ranks, ranx parity on real data, timing."""
+"""Tests of hybridlib.evaluation.metrics: hand-computed cases, brute-force ranks, ranx parity on real data, timing."""
 
 from __future__ import annotations
 
@@ -355,7 +355,7 @@ def ranx_per_query(bench, scores: np.ndarray) -> pd.DataFrame:
     """Per-query metrics from ranx on the same scores, for every setting; one ranx query per (query, corpus).
 
     The run lists each corpus candidate by (score desc, candidate index asc) via np.lexsort, the same
-    tie rule as hybridlib.metrics, handed to ranx as strictly decreasing scores. It is cut after the
+    tie rule as hybridlib.evaluation.metrics, handed to ranx as strictly decreasing scores. It is cut after the
     last relevant candidate: lower items change neither AP (no cutoff) nor recall@k, and the cut
     keeps the ranx run small.
     """

@@ -1,4 +1,4 @@
-"""Tests for hybridlib.model (BiEncoder, load_model, tiny_model) and hybridlib.embedded."""
+"""Tests for hybridlib.models (BiEncoder, load_model, tiny_model; the embedded model)."""
 
 import os
 

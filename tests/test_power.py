@@ -1,4 +1,4 @@
-"""Power analysis (hybridlib.stats: variance components, minimal detectable difference, design) by simulation,
+"""Power analysis (hybridlib.evaluation.stats: variance components, minimal detectable difference, design) by simulation,
 and the sweep-level tables built on it (hybridlib.analysis) on the committed demo."""
 
 from pathlib import Path
@@ -169,7 +169,8 @@ def test_mdd_table_pairs_like_the_tests_and_reads_them(demo_runs):
 
 
 def test_best_alpha_and_its_confidence_set_on_the_demo_edge(demo_runs):
-    from hybridlib.analysis import results as analysis, plots
+    from hybridlib import analysis
+    from hybridlib.analysis import plots
 
     demo_runs = [r for r in demo_runs if r["point"] not in ("multi", "thirds")]  # the edge and the untouched model
     assert analysis.edge_point_names(demo_runs, "xquad-r") == ["cross", "hybrid-paper", "mono"]  # by alpha

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from hybridlib.data import benchmarks as data
+from hybridlib.data.pinned import BENCHMARKS
 from hybridlib.runs import experiment
 from hybridlib.training.checkpoint import checkpoint_step
 from hybridlib.runs.config import resolve_params
@@ -128,7 +129,7 @@ def test_damaged_cached_file_is_downloaded_again(tmp_path, data_dir, monkeypatch
     cached.write_bytes((data_dir / "xquad-r" / "de.json").read_bytes()[:5000])  # a truncated earlier download
     bench = data.load_benchmark("xquad-r", languages=["de"])
     assert len(bench.queries) == 1190
-    assert data.sha256_of(cached) == data.BENCHMARKS["xquad-r"]["sha256"]["de"]
+    assert data.sha256_of(cached) == BENCHMARKS["xquad-r"]["sha256"]["de"]
 
 
 def test_invalid_json_is_a_clear_error(tmp_path):

@@ -1,4 +1,4 @@
-"""Bootstrap intervals and paired tests (hybridlib.stats) on real per-query tables and on simulations."""
+"""Bootstrap intervals and paired tests (hybridlib.evaluation.stats) on real per-query tables and on simulations."""
 
 import json
 from pathlib import Path

@@ -220,7 +220,7 @@ def p_values_against(tests: pd.DataFrame, reference: str, points) -> list:
     return [found.get(point) for point in points]
 
 
-# --- untrained points, language bias (hybridlib.bias) --------------------------------------------------------
+# --- untrained points, language bias (hybridlib.evaluation.bias) --------------------------------------------------------
 
 
 def training_ratios(params: dict) -> dict:
@@ -285,7 +285,7 @@ CENTRING_MEASURES = ("map_mono", "map_multi", "map_mono_centred", "map_multi_cen
 
 def centring_effect(runs: list[dict], benchmark: str, replicates: int = 2000, level: float = 0.95,
                     seed: int = 0) -> pd.DataFrame:
-    """One row per sweep point: what per-language mean-centring (``hybridlib.bias``) changes, with 95% intervals.
+    """One row per sweep point: what per-language mean-centring (``hybridlib.evaluation.bias``) changes, with 95% intervals.
 
     Columns (each with ``_low`` / ``_high``): map_mono, map_multi and their centred values, map_multi_gain
     (centred - plain pooled mAP), map_gap (mono - pooled mAP), map_gap_centred, map_gap_closed (1 - centred gap /

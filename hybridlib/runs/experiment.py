@@ -21,7 +21,7 @@ hybridlib.experiment PARAMS.yaml``, torchrun); ``notebooks/02_train.ipynb`` make
 cell, to show each result, so a run folder is the same however the run was started.
 
 On several GPUs: ``torchrun --standalone --nproc_per_node=N -m hybridlib.experiment PARAMS.yaml`` (see
-``hybridlib.distributed``). Every process loads the data and the model and trains on its slice of each
+``hybridlib.training.distributed``). Every process loads the data and the model and trains on its slice of each
 global batch of ``batch_size`` pairs (a multiple of N), with negatives from the whole global batch;
 rank 0 alone writes the run folder and evaluates, while the other processes wait for it.
 """

@@ -31,7 +31,7 @@ machine; ``--launcher local`` runs several at once over CPU or GPU slots, ``--la
 Slurm as one job array. Everything else stays here, whichever launcher places the runs: validation, skipping,
 setting damaged folders aside, filling the shared caches before runs start together, relaunching a run whose
 process died (``--retries``; it resumes from its checkpoint), a live progress line, ``sweep.json``, the
-summary, and 03/04 once every run has ended. A run folder that another process is running (it holds the
+summary, and 03-05 once every run has ended. A run folder that another process is running (it holds the
 folder's lock) is reported as running elsewhere and left alone.
 """
 
@@ -150,13 +150,13 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
     pending = {run: s for run, (s, _) in status.items() if s.startswith(("running elsewhere", "submitted"))}
     analysis_skipped = analysis_deferred = None
     if not dry_run and analysis:
-        if pending:  # 03/04 compare every run: whoever ends the last run runs them
+        if pending:  # 03-05 compare every run: whoever ends the last run runs them
             analysis_deferred = (f"{', '.join(ANALYSIS_NOTEBOOKS)} not run yet: {len(pending)} run(s) still "
                                  f"queued or running ({', '.join(pending)}); run the same command again once they "
                                  f"have ended to collect them and run the analysis")
             status.update({notebook: ("not run yet", analysis_deferred) for notebook in ANALYSIS_NOTEBOOKS})
         elif _has_finished_run(output_dir):
-            with file_lock(output_dir / ".launch" / "analysis.lock"):  # two invocations never write 03/04 at once
+            with file_lock(output_dir / ".launch" / "analysis.lock"):  # two invocations never write 03-05 at once
                 for notebook in ANALYSIS_NOTEBOOKS:
                     status[notebook] = _run_notebook(root, notebook, output_dir, {
                         "sweep_dir": _display_path(output_dir, root),
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--slurm-arg", action="append", metavar="KEY=VALUE",
                        help="slurm: any other sbatch option, e.g. account=X or qos=high (repeatable)")
     where.add_argument("--no-wait", action="store_true", help="slurm: submit and exit; the same command again "
-                       "collects what finished, resubmits what is missing or failed, and runs 03/04 when all are done")
+                       "collects what finished, resubmits what is missing or failed, and runs 03-05 when all are done")
     where.add_argument("--retries", type=int, default=1, help="times to relaunch a run whose process died (killed, "
                        "lost node, cancelled job; default 1); it resumes from its checkpoint. A run that fails on "
                        "its own (bad parameters, NaN) is not retried")

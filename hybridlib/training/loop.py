@@ -144,7 +144,7 @@ def train(
             them) to a LossOutput; default ``InfoNCELoss()`` (temperature
             0.05, gathered across ranks under torchrun). If it is an ``nn.Module`` its parameters (a learnable
             temperature) are trained too. A loss with ``gather_across_ranks`` scores the global batch of all
-            ranks (see ``hybridlib.distributed``); without it each rank's negatives are its own slice.
+            ranks (see ``hybridlib.training.distributed``); without it each rank's negatives are its own slice.
         mixed_precision: "auto" (bf16 autocast on CUDA, off on CPU), "bf16", "fp16" (with a GradScaler) or
             "no". Only the encoder runs under autocast; InfoNCELoss computes in fp32.
         max_padding: run each side of a batch as length-sorted sub-batches, each padded to its own longest
@@ -156,7 +156,7 @@ def train(
             attention-probability dropout), off on CPU (there the block-diagonal reference is slower than
             sub-batches). With packing, ``max_padding`` must be ``None`` or ``"auto"``.
         cache_chunk_size: embed at most this many texts per forward pass with GradCache
-            (``hybridlib.cached_loss``): the loss and gradients of the whole batch with the activation memory
+            (``hybridlib.training.cached_loss``): the loss and gradients of the whole batch with the activation memory
             of one chunk, for a second forward pass. Sub-batching by ``max_padding`` applies inside a chunk.
             With dropout active the masks are drawn per chunk, so the random draws (not the distribution)
             differ from a run without it. ``None``: off.
