@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridlib.data.benchmarks import paragraph_of
+from hybridlib.data.ids import paragraph_of
 from hybridlib.evaluation import bias
 from hybridlib.evaluation.stats import wilson_interval
 from hybridlib.evaluation.metrics import CENTRED, GOLD_RANKS, TOP_IDS, build_eval_index, evaluate_embeddings

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..cache import cache_dir, file_lock
 from ..records import atomic_path
+from .ids import candidate_id, paragraph_of
 from .pinned import _spec, benchmark_languages
 
 # --- pinned sources -------------------------------------------------------------------------------
@@ -40,21 +41,6 @@ def sha256_of(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def candidate_id(lang: str, article, paragraph, sentence) -> str:
-    """The id of a candidate sentence: ``"lang:article:paragraph:sentence"``."""
-    return f"{lang}:{article}:{paragraph}:{sentence}"
-
-
-def paragraph_of(candidate_id: str) -> str:
-    """``"lang:article:paragraph"`` of a candidate id ``"lang:article:paragraph:sentence"`` (its last part dropped)."""
-    return candidate_id.rsplit(":", 1)[0]
-
-
-def is_candidate_id(text: str) -> bool:
-    """Whether ``text`` has the four parts of a LAReQA candidate id."""
-    return text.count(":") == 3
 
 
 def download_file(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..data.benchmarks import paragraph_of
+from ..data.ids import paragraph_of
 from .metrics import (CENTRED, EvalIndex, build_eval_index, per_query_scores, pooled_query_order, pooled_top_k,
                       same_language_share_of, summarize_scores)
 from .stats import wilson_interval

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..data.benchmarks import is_candidate_id, paragraph_of
+from ..data.ids import is_candidate_id, paragraph_of
 from ..progress import progress_bar
 from .search import top_k
 
