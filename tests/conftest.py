@@ -65,3 +65,56 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.notebook)
+
+
+# --- the tiny sweep: real data, the tiny random model, papermill over the real notebooks ----------------------
+BASE = """
+  model: tiny-random
+  steps: 3
+  batch_size: 8
+  max_groups: 10
+  eval_languages: [en, de, th]
+  query_max_length: 24
+  passage_max_length: 32
+  save_model: false"""
+TINY_SWEEP = """
+sweep: tiny
+output_dir: {out}
+base:""" + BASE + """
+runs:
+  baseline: {{steps: 0}}
+  cross: {{ratio_mono: 0.0, ratio_cross: 1.0}}
+  mono: {{ratio_mono: 1.0, ratio_cross: 0.0}}
+  broken: {{ratio_mono: 1.0, ratio_cross: 0.0, batch_size: 2000}}   # more than the 1148 groups: fails at run time
+"""
+
+
+def write_sweep(folder: Path, text: str = TINY_SWEEP, **fields) -> Path:
+    spec = folder / "sweep.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    spec.write_text(text.format(out=folder / "out", **fields))
+    return spec
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    """``TINY_SWEEP`` run once per session the default way (one run at a time, then 03-05), read by the sweep and
+    launcher tests. Each run gets the CPU threads of one of two parallel slots: float results depend on the thread
+    count (rounding at 1e-7), so a parallel rerun must match it exactly. Tests that change it work on a copy."""
+    import contextlib
+    import io
+    import types
+
+    from hybridlib.runs.local import LocalLauncher
+    from hybridlib.runs.sweep import run_sweep
+
+    folder = tmp_path_factory.mktemp("tiny-sweep")
+    threads = LocalLauncher(workers=2).threads
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setenv("OMP_NUM_THREADS", str(threads))
+        patch.delenv("HYBRIDLIB_PARAMS_OVERRIDE", raising=False)
+        spec = write_sweep(folder)
+        summary = run_sweep(spec)
+    return types.SimpleNamespace(spec=spec, out=folder / "out", summary=summary, printed=printed.getvalue(),
+                                 threads=threads)

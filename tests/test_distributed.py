@@ -24,6 +24,8 @@ from hybridlib.models.bi_encoder import tiny_model
 from hybridlib.data.sampler import Batch, HybridBatchSampler
 from hybridlib.training.loop import train
 
+pytestmark = pytest.mark.torchrun  # two gloo processes (torch.multiprocessing)
+
 WORLD = 2
 BATCH = 8
 # gradients clipped at 1.0 (the default): the logged norm shows a gradient of the wrong scale

@@ -76,6 +76,7 @@ def test_papermill_and_the_module_write_the_same_run_folder(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.torchrun
 def test_torchrun_writes_the_same_files(tmp_path):
     """Two processes: rank 0 writes the same files; the steps see the same batches (dropout is drawn per rank,
     so the numbers differ from one process, see test_distributed for the exact equality without dropout)."""

@@ -18,26 +18,9 @@ from hybridlib.runs.local import LocalLauncher
 from hybridlib.runs.runlock import RunFolderBusy, launch_dir, run_folder_holder
 from hybridlib.runs.sweep import main, run_sweep
 
+from conftest import TINY_SWEEP, write_sweep  # tests/ is on sys.path (rootdir conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
-BASE = """
-  model: tiny-random
-  steps: 3
-  batch_size: 8
-  max_groups: 10
-  eval_languages: [en, de, th]
-  query_max_length: 24
-  passage_max_length: 32
-  save_model: false"""
-TINY_SWEEP = """
-sweep: tiny
-output_dir: {out}
-base:""" + BASE + """
-runs:
-  baseline: {{steps: 0}}
-  cross: {{ratio_mono: 0.0, ratio_cross: 1.0}}
-  mono: {{ratio_mono: 1.0, ratio_cross: 0.0}}
-  broken: {{ratio_mono: 1.0, ratio_cross: 0.0, batch_size: 2000}}   # more than the 1148 groups: fails at run time
-"""
 FINISHED = ("baseline", "cross", "mono")
 # 40 steps with a checkpoint every 10: long enough to be killed mid-training (as tests/test_reliability.py)
 RESUME_SWEEP = """
@@ -49,13 +32,6 @@ base: {{model: tiny-random, steps: 40, checkpoint_every: 10, batch_size: 8, lear
 runs:
 {runs}
 """
-
-
-def write_sweep(folder: Path, text: str = TINY_SWEEP, **fields) -> Path:
-    spec = folder / "sweep.yaml"
-    folder.mkdir(parents=True, exist_ok=True)
-    spec.write_text(text.format(out=folder / "out", **fields))
-    return spec
 
 
 def comparable(folder: Path, drop_names: bool = False) -> dict:
@@ -94,16 +70,11 @@ def threads() -> int:
 
 
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory, threads) -> Path:
-    """The tiny sweep run the default way (one at a time), each run with as many threads as a parallel one:
-    float results depend on the CPU thread count (rounding at 1e-7), not on who started the run."""
-    folder = tmp_path_factory.mktemp("sequential")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", str(threads))
-        patch.delenv("HYBRIDLIB_PARAMS_OVERRIDE", raising=False)
-        summary = run_sweep(write_sweep(folder), analysis=False)
-    assert set(summary.attrs["failures"]) == {"broken"}
-    return folder / "out"
+def sequential(tiny_sweep, threads) -> Path:
+    """The tiny sweep run the default way (one at a time), each run with as many threads as a parallel one
+    (conftest's session-wide ``tiny_sweep``)."""
+    assert tiny_sweep.threads == threads and set(tiny_sweep.summary.attrs["failures"]) == {"broken"}
+    return tiny_sweep.out
 
 
 def check_broken_reported(out: Path, error: str) -> None:
@@ -138,6 +109,8 @@ def test_local_workers_run_at_once_skip_finished_and_match_a_sequential_sweep(tm
     check_broken_reported(out, status["broken"]["error"])
     assert f"broken: FAILED: {status['broken']['error']}" in printed
     assert "runs: queued 0 · running 0 · finished 3 · failed 1" in printed
+    # the caches are filled once per set-up: the baseline reads no training data, the three trained points the same
+    assert "shared caches ready: 2 set-up(s) for 4 run(s)" in printed
     # each run's own output is in its log, not in the driver's
     assert "training pairs:" in Path(status["cross"]["log"]).read_text() and "training pairs:" not in printed
     for notebook in ("03_evaluation.ipynb", "04_bias_analysis.ipynb"):  # run once every run had ended
@@ -199,6 +172,7 @@ def test_killed_run_is_launched_again_and_resumes_to_the_same_metrics(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.torchrun
 def test_runs_of_two_gpus_go_through_torchrun_each_on_its_own_port(tmp_path):
     """--gpus 0,1,2,3 --gpus-per-run 2: two runs at once, each torchrun --standalone of 2 processes (gloo on CPU)."""
     spec = write_sweep(tmp_path, TINY_SWEEP.split("runs:")[0] + "runs:\n  cross: {{ratio_mono: 0.0, ratio_cross: 1.0}}"

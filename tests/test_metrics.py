@@ -394,7 +394,7 @@ def ranx_per_query(bench, scores: np.ndarray) -> pd.DataFrame:
 
 
 @REAL_DATA
-@pytest.mark.parametrize("which", ["xquad", "mlqa"])
+@pytest.mark.parametrize("which", [pytest.param("xquad", marks=pytest.mark.slow), "mlqa"])
 def test_parity_with_ranx_on_real_relevance(which, xquad_small, mlqa_small):
     bench = {"xquad": xquad_small, "mlqa": mlqa_small}[which]
     assert max(len(r) for r in bench.relevant.values()) <= 20  # so ranx's map@20 divisor equals ours

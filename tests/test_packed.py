@@ -103,6 +103,7 @@ def test_training_with_packing_follows_the_padded_run(mlqa_pairs):
         train(copy.deepcopy(base), sampler, steps=1, packing=True, max_padding=0.25, progress=False)
 
 
+@pytest.mark.slow  # torch.compile of the encoder: about 20 s on 2 cores
 def test_encode_backends_keep_the_numbers_and_follow_weight_updates():
     """backend="compile" (frozen weights) equals eager to rounding and is recompiled when weights change;
     dtype="bf16" is close but not equal (an opt-in); packed encode equals padded."""

@@ -25,6 +25,7 @@ def two_sources(mlqa_pairs, xquad):
     return experiment._concatenate_sources({"mlqa-r": mlqa_pairs, "xquad-r": pairs_from_benchmark(xquad)})
 
 
+@pytest.mark.slow
 def test_batches_come_from_one_source_in_proportion_to_its_size(two_sources):
     sampler = MultiSourceSampler(two_sources, BATCH, RATIOS, seed=0)
     sizes = {"mlqa-r": 4199, "xquad-r": 13090}

@@ -1,6 +1,7 @@
 """The sweep runner end to end: papermill over the real notebooks with a tiny model on real data."""
 
 import json
+import shutil
 
 import nbformat
 import pytest
@@ -28,17 +29,12 @@ runs:
 
 
 @pytest.mark.slow
-def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("HYBRIDLIB_PARAMS_OVERRIDE", raising=False)
-    out = tmp_path / "sweep"
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(SWEEP.format(out=out))
-
-    summary = run_sweep(spec)
+def test_sweep_runs_points_isolates_failures_and_skips_finished(tiny_sweep, tmp_path, capsys):
+    out, summary = tiny_sweep.out, tiny_sweep.summary  # baseline, cross, mono, broken: run once per session
     assert set(summary.attrs["failures"]) == {"broken"}
     assert "exceeds the 1148 groups" in summary.attrs["failures"]["broken"]
     assert str(out / "broken" / "02_train.ipynb") in summary.attrs["failures"]["broken"]
-    for run in ("baseline", "cross"):
+    for run in ("baseline", "cross", "mono"):
         metrics = json.loads((out / run / "metrics.json").read_text())
         assert metrics["params"]["run_name"] == run
         assert set(metrics["benchmarks"]["xquad-r"]["per_language"]) == {"de", "en", "th"}
@@ -47,10 +43,11 @@ def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkey
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
     assert json.loads((out / "cross" / "metrics.json").read_text())["training"]["batch_kinds"] == {"cross": 3}
     assert not (out / "broken" / "metrics.json").exists()
-    for notebook in ("03_evaluation.ipynb", "04_bias_analysis.ipynb"):
+    for notebook in ("03_evaluation.ipynb", "04_bias_analysis.ipynb", "05_explore.ipynb"):
         assert (out / notebook).exists()
     assert (out / "figures" / "map_vs_ratio-xquad-r.png").stat().st_size > 10_000
     assert summary.loc["baseline", "status"].startswith("ok")
+    assert "shared caches ready" not in tiny_sweep.printed  # one run at a time: each run fills its own caches
 
     history = json.loads((out / "sweep.json").read_text())["invocations"]
     assert len(history) == 1 and history[0]["status"]["baseline"]["status"].startswith("ok")
@@ -62,7 +59,11 @@ def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkey
     assert json.loads((out / "cross" / "metrics.json").read_text())["environment"]["launcher"] == "sequential"
 
     # a second run reruns only what failed, is missing or cannot be read: truncate cross's metrics.json and
-    # sweep.json as a full disk would; both are kept aside, cross is redone, the history begins again
+    # sweep.json as a full disk would; both are kept aside, cross is redone, the history begins again (on a copy
+    # of the session's sweep, which other tests read as it is)
+    shutil.copytree(out, tmp_path / "out")
+    out, spec = tmp_path / "out", tmp_path / "tiny.yaml"
+    spec.write_text(tiny_sweep.spec.read_text().replace(str(tiny_sweep.out), str(out)))
     metrics, record = out / "cross" / "metrics.json", out / "sweep.json"
     truncated_metrics, truncated_record = metrics.read_text()[:300], record.read_text()[:50]
     metrics.write_text(truncated_metrics)
@@ -82,7 +83,8 @@ def test_sweep_runs_points_isolates_failures_and_skips_finished(tmp_path, monkey
     assert status["baseline"]["status"].startswith("skipped") and status["cross"]["status"].startswith("ok")
     assert status["broken"]["status"] == "FAILED"
     assert json.loads(metrics.read_text())["training"]["batch_kinds"] == {"cross": 3}  # redone, whole
-    assert sorted(summary.index) == ["baseline", "cross"]  # the folder set aside is not a run
+    assert status["mono"]["status"].startswith("skipped")
+    assert sorted(summary.index) == ["baseline", "cross", "mono"]  # the folder set aside is not a run
     assert printed.index("1 FAILED:") < printed.index("status")  # failures come before the table
 
 
