@@ -9,23 +9,9 @@ import pytest
 from hybridlib.runs.config import ParameterError
 from hybridlib.runs.sweep import load_sweep, main, run_sweep
 
-SWEEP = """
-sweep: tiny
-output_dir: {out}
-base:
-  model: tiny-random
-  steps: 3
-  batch_size: 8
-  max_groups: 10
-  eval_languages: [en, de, th]
-  query_max_length: 24
-  passage_max_length: 32
-  save_model: false
-runs:
-  baseline: {{steps: 0}}
-  cross: {{ratio_mono: 0.0, ratio_cross: 1.0}}
-  broken: {{ratio_mono: 1.0, ratio_cross: 0.0, batch_size: 2000}}   # more than the 1148 groups: fails at run time
-"""
+from conftest import TINY_SWEEP  # tests/ is on sys.path (rootdir conftest)
+
+SWEEP = TINY_SWEEP  # baseline, cross, mono, broken (tests/conftest.py)
 
 
 @pytest.mark.slow
@@ -132,7 +118,7 @@ def test_seeds_repeat_trained_points_seed_major_and_run_the_baseline_once(tmp_pa
     spec = tmp_path / "seeded.yaml"
     spec.write_text(SWEEP.format(out=tmp_path / "out").replace("runs:", "seeds: [0, 7]\nruns:"))
     _, _, runs, _ = load_sweep(spec)
-    assert list(runs) == ["baseline", "cross-s0", "broken-s0", "cross-s7", "broken-s7"]
+    assert list(runs) == ["baseline", "cross-s0", "mono-s0", "broken-s0", "cross-s7", "mono-s7", "broken-s7"]
     assert runs["baseline"]["point"] == "baseline" and "seed" not in runs["baseline"]
     assert {runs["cross-s7"][k] for k in ("seed",)} == {7} and runs["cross-s7"]["point"] == "cross"
     # --only takes a point (all its seeds) or one run
