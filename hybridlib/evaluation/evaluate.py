@@ -9,7 +9,8 @@ import pandas as pd
 
 from ..data.benchmarks import Benchmark
 from ..models.bi_encoder import BiEncoder
-from .metrics import evaluate_embeddings
+from .bias import evaluate_bias, lda_projection
+from .metrics import build_eval_index, evaluate_embeddings
 
 
 def evaluate_model(model: BiEncoder, benchmark: Benchmark, batch_size: int = 64, progress: bool = True,
@@ -21,9 +22,6 @@ def evaluate_model(model: BiEncoder, benchmark: Benchmark, batch_size: int = 64,
     centred columns), "projection": PCA DataFrame, "projection_lda": LDA DataFrame or None,
     "timings": {"encode_seconds", "score_seconds", "bias_seconds"}}``.
     """
-    from .bias import evaluate_bias, lda_projection
-    from .metrics import build_eval_index
-
     start = time.perf_counter()
     encode = dict(batch_size=batch_size, show_progress=progress, backend=backend, dtype=dtype)  # see BiEncoder.encode
     queries = model.encode(benchmark.queries["text"], "query", **encode)
