@@ -54,9 +54,12 @@ DEFAULTS: dict = {
     "mixed_precision": "auto",  # "auto" (bf16 on GPU), "bf16", "fp16", "no"
     "device": "auto",  # "auto", "cpu", "cuda", "cuda:1", ...
     "seed": 0,
-    "eval_benchmarks": ["xquad-r"],  # any of "xquad-r", "mlqa-r"
-    "eval_languages": None,  # list of codes, or None for every language of each benchmark
-    "max_groups": 300,  # evaluation: first N question groups (None: the whole benchmark)
+    "eval_benchmarks": ["xquad-r"],  # evaluation tasks: any of "xquad-r", "mlqa-r", "tatoeba", "miracl"
+    "eval_languages": None,  # list of codes: each task keeps those it has (None: all); not MIRACL's (miracl_languages)
+    "max_groups": 300,  # XQuAD-R / MLQA-R: first N question groups (None: the whole benchmark)
+    "tatoeba_max_pairs": None,  # Tatoeba: the first N sentence pairs of each language (None: all, up to 1,000)
+    "miracl_languages": None,  # MIRACL dev: list of codes (None: the reference paper's 15)
+    "miracl_max_passages": None,  # MIRACL: None = the full corpus; N = judged passages + the first N (NOT comparable)
     "eval_batch_size": 64,
     "encode_backend": "eager",  # "eager" or "compile" (torch.compile, frozen weights: same numbers, faster after a compile)
     "encode_dtype": "fp32",  # "fp32" or "bf16" (faster on bf16 hardware; the scores change a little)
@@ -71,6 +74,13 @@ DEFAULTS: dict = {
 # Keys that say where a run goes or how it is kept, not what it computes: two runs that differ only in
 # these are the same experiment (a rerun may change them without being refused or repeated).
 BOOKKEEPING_KEYS = ("run_name", "point", "output_dir", "checkpoint_every", "save_model")
+
+
+# What each evaluation task reads besides the model: a finished run that kept its weights can add a task whose
+# parameters no task it already has reads (``records.added_tasks``), without training again.
+TASK_PARAMETERS = {"xquad-r": ("eval_languages", "max_groups"), "mlqa-r": ("eval_languages", "max_groups"),
+                   "tatoeba": ("eval_languages", "tatoeba_max_pairs"),
+                   "miracl": ("miracl_languages", "miracl_max_passages")}
 
 
 def differing_params(old: dict, new: dict) -> dict:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .parameters import differing_params
+from .parameters import DEFAULTS, TASK_PARAMETERS, differing_params
 
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # every time a record holds: UTC, to the second
 SET_ASIDE = ".damaged-"  # in the name of everything set aside; readers of a sweep skip such folders
@@ -97,6 +97,25 @@ def finished_with(folder: str | Path, params: dict) -> bool:
     filled in: ``parameters.differing_params``). The folder's records must be readable (``record_damage``)."""
     metrics = Path(folder) / "metrics.json"
     return metrics.exists() and not differing_params(read_record(metrics)["params"], params)
+
+
+def added_tasks(folder: str | Path, params: dict) -> list[str] | None:
+    """The evaluation tasks ``params`` add to the finished run in ``folder``, when that is all they change and the
+    run kept its weights (``model/``, or no training at all): those tasks are then evaluated with the kept weights,
+    without training again. None otherwise (nothing added, something else changed, or no weights kept)."""
+    folder = Path(folder)
+    if not (folder / "metrics.json").exists():
+        return None
+    old = read_record(folder / "metrics.json")["params"]
+    before = old.get("eval_benchmarks", DEFAULTS["eval_benchmarks"])
+    added = [task for task in params["eval_benchmarks"] if task not in before]
+    if not added or not set(before) <= set(params["eval_benchmarks"]):
+        return None
+    read_before = {key for task in before for key in TASK_PARAMETERS[task]}
+    free = {"eval_benchmarks"} | {key for task in added for key in TASK_PARAMETERS[task]} - read_before
+    if set(differing_params(old, params)) - free:
+        return None
+    return added if params["steps"] == 0 or (folder / "model").is_dir() else None
 
 
 def record_damage(folder: str | Path) -> str | None:

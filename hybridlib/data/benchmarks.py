@@ -16,7 +16,7 @@ import os
 import re
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -26,6 +26,7 @@ from ..cache import cache_dir, file_lock
 from ..records import atomic_path
 from .ids import candidate_id, paragraph_of
 from .pinned import _spec, benchmark_languages
+from .task_data import TaskData
 
 # --- pinned sources -------------------------------------------------------------------------------
 
@@ -59,59 +60,55 @@ def download_file(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> P
 
 
 def resolve_files(name: str, languages: list[str], data_dir: str | Path | None = None) -> dict[str, Path]:
-    """Path of each language file of a benchmark, verified against its pinned sha256.
-
-    Looks in ``data_dir``, else ``$HYBRIDLIB_DATA_DIR``, else the user cache (downloading what is missing, under
-    a lock per file: processes that start together download each file once, the others wait and reuse it).
-    """
+    """Path of each language file of a LAReQA benchmark, verified against its pinned sha256 (``pinned_file``)."""
     spec = _spec(name)
+    return {lang: pinned_file(f"{name}/{lang}.json", _RAW.format(commit=spec["commit"], name=name, lang=lang),
+                              spec["sha256"][lang], data_dir)
+            for lang in languages}
+
+
+def pinned_file(relative: str, url: str, sha256: str, data_dir: str | Path | None = None) -> Path:
+    """A data file at ``<folder>/<relative>``, verified against its pinned sha256.
+
+    The folder is ``data_dir``, else ``$HYBRIDLIB_DATA_DIR`` (a local copy: nothing is downloaded), else the user
+    cache, where a missing file is downloaded from ``url`` under a lock per file (processes that start together
+    download it once, the others wait and reuse it).
+    """
     local = data_dir or os.environ.get("HYBRIDLIB_DATA_DIR")
     folder = Path(local).expanduser() if local else cache_dir("data")
-    files = {}
-    for lang in languages:
-        path = folder / name / f"{lang}.json"
-        expected = spec["sha256"][lang]
-        if local and not path.exists():
-            raise FileNotFoundError(
-                f"{path} is missing: the data folder {folder} (from "
-                f"{'data_dir' if data_dir else 'HYBRIDLIB_DATA_DIR'}) must hold {name}/<lang>.json for "
-                f"every requested language. Copy the file there, or unset HYBRIDLIB_DATA_DIR to download "
-                f"into {cache_dir('data')}."
-            )
-        if not local:  # the cache is ours: whoever holds the file's lock checks it and fetches what is missing
-            with file_lock(path.with_name(f".{path.name}.lock")):  # concurrent first runs download it once
-                if path.exists() and sha256_of(path) != expected:
-                    path.unlink()  # a damaged cached copy: fetch it again
-                if not path.exists():
-                    url = _RAW.format(commit=spec["commit"], name=name, lang=lang)
-                    try:
-                        download_file(url, path, expected)
-                    except (urllib.error.URLError, TimeoutError, OSError) as err:
-                        raise RuntimeError(
-                            f"could not download {url} ({err}). With no network, put the LAReQA files in a folder "
-                            f"as <folder>/{name}/{lang}.json and pass data_dir=<folder> or set "
-                            f"HYBRIDLIB_DATA_DIR=<folder>."
-                        ) from err
-        got = sha256_of(path)
-        if got != expected:
-            raise ValueError(f"{path} has sha256 {got}, expected {expected} (pinned): the file is damaged or "
-                             "another version; replace it with the pinned upstream file.")
-        files[lang] = path
-    return files
+    path = folder / relative
+    if local and not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: the data folder {folder} (from {'data_dir' if data_dir else 'HYBRIDLIB_DATA_DIR'}) "
+            f"must hold {relative} for every requested language. Copy the file there, or unset HYBRIDLIB_DATA_DIR "
+            f"to download into {cache_dir('data')}."
+        )
+    if not local:  # the cache is ours: whoever holds the file's lock checks it and fetches what is missing
+        with file_lock(path.with_name(f".{path.name}.lock")):  # concurrent first runs download it once
+            if path.exists() and sha256_of(path) != sha256:
+                path.unlink()  # a damaged cached copy: fetch it again
+            if not path.exists():
+                try:
+                    download_file(url, path, sha256)
+                except (urllib.error.URLError, TimeoutError, OSError) as err:
+                    raise RuntimeError(
+                        f"could not download {url} ({err}). With no network, put the file in a folder as "
+                        f"<folder>/{relative} and pass data_dir=<folder> or set HYBRIDLIB_DATA_DIR=<folder>."
+                    ) from err
+    got = sha256_of(path)
+    if got != sha256:
+        raise ValueError(f"{path} has sha256 {got}, expected {sha256} (pinned): the file is damaged or "
+                         "another version; replace it with the pinned upstream file.")
+    return path
 
 
 # --- benchmarks -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Benchmark:
-    """A LAReQA retrieval benchmark: queries, candidate sentences and cross-lingual relevance."""
-
-    name: str
-    languages: list[str]
-    queries: datasets.Dataset  # id, group, lang, text
-    candidates: datasets.Dataset  # id, lang, text, context
-    relevant: dict[str, set[str]] = field(repr=False)
+@dataclass(repr=False)
+class Benchmark(TaskData):
+    """A LAReQA retrieval benchmark: queries (id, group, lang, text), candidate sentences (id, lang, text, context)
+    and cross-lingual relevance, as ``datasets.Dataset`` tables."""
 
     def __repr__(self) -> str:
         return (

@@ -62,17 +62,19 @@ def cell_sums(per_query: pd.DataFrame, metric: str, setting: str, groups: pd.Ind
     pair for cross, which is how ``summarize_scores`` averages. Queries with no value (rank distance
     with a single relevant answer) are left out of both sums and counts, as in the report.
     """
-    if metric not in COLUMNS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {sorted(COLUMNS)}")
+    column = COLUMNS.get(metric, metric)  # LAReQA's metrics have their own column names; other tasks' are the metric
+    if column not in per_query.columns:
+        raise ValueError(f"unknown metric {metric!r} for this table; it has {sorted(COLUMNS)} (LAReQA) or its task's "
+                         "own metric columns")
     if metric in MULTI_ONLY and setting != "multi":
         raise ValueError(f"{metric} is defined for the pooled (multi) setting only, not {setting!r}")
-    rows = per_query[(per_query["setting"] == setting) & per_query[COLUMNS[metric]].notna()]
+    rows = per_query[(per_query["setting"] == setting) & per_query[column].notna()]
     if rows.empty:
         raise ValueError(f"no {metric} values in setting {setting!r}")
     cell = rows["lang"] + ">" + rows["corpus_lang"]
     unit = groups.name if groups is not None and groups.name else resampling_unit([per_query])
     frame = pd.DataFrame({"group": rows[unit].astype(str).values, "cell": cell.values,
-                          "value": rows[COLUMNS[metric]].astype(float).values})
+                          "value": rows[column].astype(float).values})
     sums = frame.pivot_table(index="group", columns="cell", values="value", aggfunc="sum", fill_value=0.0)
     counts = frame.pivot_table(index="group", columns="cell", values="value", aggfunc="count", fill_value=0)
     if groups is not None:  # align to a shared group order (paired comparisons, several seeds)

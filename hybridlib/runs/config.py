@@ -14,14 +14,14 @@ import re
 from pathlib import Path
 
 from .. import yamlfile
-from ..data.pinned import BENCHMARKS, benchmark_languages
+from ..data.pinned import BENCHMARKS, MIRACL_LANGUAGES, TASK_NAMES, benchmark_languages, task_languages
 from ..data.sampler import validate_ratios
 from ..parameters import (DEFAULTS, ENCODE_BACKENDS, ENCODE_DTYPES, KINDS, LANGUAGE_WEIGHTS, LOSS_FORMS, MIX_MODES,
                           MIXED_PRECISION_MODES, NEGATIVE_MODES, PACKING_MODES, POOLINGS, VALIDATION_SOURCES)
 
-_OPTIONAL_INT = ("train_max_groups", "max_groups", "cache_chunk_size")
+_OPTIONAL_INT = ("train_max_groups", "max_groups", "cache_chunk_size", "tatoeba_max_pairs", "miracl_max_passages")
 _OPTIONAL_STR = ("point", "validation_source")
-_OPTIONAL_LIST = ("train_languages", "eval_languages")
+_OPTIONAL_LIST = ("train_languages", "eval_languages", "miracl_languages")
 _CHOICES = {"pooling": POOLINGS, "mix": MIX_MODES, "language_weights": LANGUAGE_WEIGHTS,
             "negatives": NEGATIVE_MODES, "loss_form": LOSS_FORMS,
             "mixed_precision": MIXED_PRECISION_MODES, "packing": PACKING_MODES,
@@ -73,10 +73,12 @@ def _check_type(key: str, value):
     if key == "eval_benchmarks":
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, (list, tuple)) or not value:
-            raise ParameterError(f"{key}={value!r}: must be a non-empty list drawn from {sorted(BENCHMARKS)}")
+            raise ParameterError(f"{key}={value!r}: must be a non-empty list drawn from {list(TASK_NAMES)}")
         for name in value:
-            if name not in BENCHMARKS:
-                raise ParameterError(f"{key}: unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
+            if name not in TASK_NAMES:
+                raise ParameterError(f"{key}: unknown task {name!r}; choose from {list(TASK_NAMES)}")
+        if len(set(value)) < len(value):
+            raise ParameterError(f"{key}={list(value)}: a task is named twice")
         return list(value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -200,8 +202,31 @@ def _check_languages(key: str, languages, sources: list[str]) -> None:
         missing = [lang for lang in languages if lang not in available]
         if missing:
             raise ParameterError(f"{key}={languages}: {missing} not in {source}; it has {available}")
-        if len(languages) < 2 and key == "eval_languages":
-            raise ParameterError(f"{key}={languages}: cross-lingual evaluation needs at least two languages")
+
+
+def _check_eval_languages(params: dict) -> None:
+    """Each task keeps the ``eval_languages`` it has; a code no task has, or a LAReQA benchmark left with fewer than
+    two languages, is an error. MIRACL takes ``miracl_languages`` instead."""
+    unknown = [lang for lang in params["miracl_languages"] or [] if lang not in MIRACL_LANGUAGES]
+    if unknown:
+        raise ParameterError(f"miracl_languages={params['miracl_languages']}: {unknown} have no MIRACL dev split; "
+                             f"choose from {sorted(MIRACL_LANGUAGES)}")
+    languages = params["eval_languages"]
+    tasks = [t for t in params["eval_benchmarks"] if t != "miracl"]
+    if languages is None or not tasks:
+        return
+    offered = {t: task_languages(t) + (["en"] if t == "tatoeba" else []) for t in tasks}  # English: Tatoeba's pivot
+    nowhere = [lang for lang in languages if not any(lang in have for have in offered.values())]
+    if nowhere:
+        raise ParameterError(f"eval_languages={languages}: {nowhere} in none of {tasks} (" + "; ".join(
+            f"{t} has {have}" for t, have in offered.items()) + ")")
+    for task in tasks:
+        kept = [lang for lang in languages if lang in task_languages(task)]
+        if task in BENCHMARKS and len(kept) < 2:
+            raise ParameterError(f"eval_languages={languages}: {task} keeps {kept}, and cross-lingual evaluation "
+                                 "needs at least two of its languages")
+        if not kept:
+            raise ParameterError(f"eval_languages={languages}: {task} keeps none of them; it has {task_languages(task)}")
 
 
 def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> dict:
@@ -250,7 +275,7 @@ def resolve_params(overrides: dict | None = None, *, apply_env: bool = True) -> 
 
     _check_train_sources(params)
     _check_validation(params)
-    _check_languages("eval_languages", params["eval_languages"], params["eval_benchmarks"])
+    _check_eval_languages(params)
 
     model = params["model"]
     if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():

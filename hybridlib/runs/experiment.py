@@ -43,16 +43,16 @@ import numpy as np
 import torch
 
 from ..cache import cache_dir
-from ..data.benchmarks import (NEGATIVE_COLUMNS, PAIR_COLUMNS, Benchmark, load_benchmark, load_pairs, overlap_report,
-                               pairs_from_benchmark)
+from ..data.benchmarks import NEGATIVE_COLUMNS, PAIR_COLUMNS, load_benchmark, load_pairs, pairs_from_benchmark
 from ..data.pinned import BENCHMARKS
 from ..data.sampler import HybridBatchSampler, MultiSourceSampler
 from ..data.tokens import PairTokens
-from ..evaluation.evaluate import evaluate_model
+from ..data.task_data import TaskData
+from ..evaluation.tasks import get_task
 from ..models.bi_encoder import BiEncoder
 from ..models.build import build_model
 from ..parameters import PACKING_MODES, differing_params
-from ..records import read_record, record_damage, set_aside, where_am_i, write_atomic
+from ..records import added_tasks, read_record, record_damage, set_aside, where_am_i, write_atomic
 from ..training.checkpoint import CheckpointError, checkpoint_step
 from ..training.distributed import barrier, init_from_env, is_main, long_wait_group, shutdown, world
 from ..training.loop import best_weights_path, train, validation_loss
@@ -67,11 +67,14 @@ def run_folder(params: dict) -> Path:
     return Path(params["output_dir"]) / params["run_name"]
 
 
-def prepare_run_folder(params: dict) -> Path:
+def prepare_run_folder(params: dict, adding_tasks: bool = False) -> Path:
     """Create the run folder and record the parameters; refuse a folder that holds another run.
 
     A folder whose params.json or metrics.json cannot be read (truncated, say) is moved aside, kept, and the
     run starts over in a new folder: nothing in it can be trusted, not even its checkpoint.
+
+    ``adding_tasks``: the folder holds a finished run that these parameters only add evaluation tasks to
+    (``records.added_tasks``), which is not refused.
 
     First this process takes the folder's lock (``runlock.lock_run_folder``, held until the process ends): a
     folder that another process is running is refused with ``RunFolderBusy``, before anything is touched.
@@ -88,7 +91,7 @@ def prepare_run_folder(params: dict) -> Path:
     if recorded.exists():
         old = read_record(recorded)
         changed = differing_params(old, params)
-        if changed:
+        if changed and not adding_tasks:
             raise ParameterError(
                 f"{folder} already holds a run with other parameters (old, new): {changed}. "
                 "Choose another run_name or output_dir, or delete that folder to replace the run."
@@ -252,7 +255,7 @@ def warm_caches(runs: list[dict]) -> int:
 
 
 def _warm_caches(params: dict) -> None:
-    evaluation_benchmarks(params)
+    evaluation_tasks(params)
     model = build_model(params, torch.device("cpu"))
     if params["steps"]:
         PairTokens.build(training_pairs(params), model)
@@ -260,9 +263,9 @@ def _warm_caches(params: dict) -> None:
             PairTokens.build(validation_pairs(params), model)
 
 
-def evaluation_benchmarks(params: dict) -> dict[str, Benchmark]:
-    return {name: load_benchmark(name, languages=params["eval_languages"], max_groups=params["max_groups"])
-            for name in params["eval_benchmarks"]}
+def evaluation_tasks(params: dict, names: list[str] | None = None) -> dict[str, TaskData]:
+    """Each evaluation task's data (``eval_benchmarks``, or ``names`` of them), as its task loads it."""
+    return {name: get_task(name).load(params) for name in (params["eval_benchmarks"] if names is None else names)}
 
 
 def make_loss(params: dict, gather_across_ranks: bool = True) -> InfoNCELoss:
@@ -370,7 +373,7 @@ def _validation_summary(log: list[dict]) -> dict | None:
 
 
 def write_metrics(folder: Path, params: dict, evaluations: dict[str, dict], timings: dict,
-                  log: list[dict], overlap: dict | None = None) -> Path:
+                  log: list[dict], overlap: dict | None = None, earlier: dict | None = None) -> Path:
     """Write ``metrics.json`` and the per-benchmark tables. Written last: its presence means the run finished.
 
     metrics.json keys: run_name, params (resolved), environment (git commit, versions), timings (seconds),
@@ -378,16 +381,17 @@ def write_metrics(folder: Path, params: dict, evaluations: dict[str, dict], timi
     benchmarks: {name: the report of metrics.evaluate_embeddings, plus "language_probe" and "centred" from
     bias.evaluate_bias}. Tables: per_query-<name>.csv.gz, projection-<name>.csv.gz (PCA) and
     projection-lda-<name>.csv.gz (linear discriminant axes over the languages).
+
+    ``earlier``: the record of the finished run these ``evaluations`` add tasks to (``records.added_tasks``): its
+    training, timings and tasks stay as recorded, the new tasks join them, and ``extended`` lists each addition
+    with where it ran.
     """
     gzip = {"method": "gzip", "mtime": 0}  # no time stamp inside: the same results give the same bytes
     for name, result in evaluations.items():
         result["per_query"].to_csv(folder / f"per_query-{name}.csv.gz", index=False, float_format="%.6g",
                                    compression=gzip)
-        result["projection"].to_csv(folder / f"projection-{name}.csv.gz", index=False, float_format="%.5g",
-                                    compression=gzip)
-        if result.get("projection_lda") is not None:
-            result["projection_lda"].to_csv(folder / f"projection-lda-{name}.csv.gz", index=False,
-                                            float_format="%.5g", compression=gzip)
+        for suffix, table in result.get("tables", {}).items():  # LAReQA: projection, projection-lda
+            table.to_csv(folder / f"{suffix}-{name}.csv.gz", index=False, float_format="%.5g", compression=gzip)
     record = {
         "run_name": params["run_name"],
         "params": params,
@@ -398,11 +402,18 @@ def write_metrics(folder: Path, params: dict, evaluations: dict[str, dict], timi
         "overlap": overlap or {},
         "benchmarks": {name: result["metrics"] for name, result in evaluations.items()},
     }
+    if earlier is not None:
+        record = {**earlier, "params": params, "timings": {**earlier["timings"], **record["timings"]},
+                  "overlap": {**earlier.get("overlap", {}), **record["overlap"]},
+                  "benchmarks": {**earlier["benchmarks"], **record["benchmarks"]},
+                  "extended": [*earlier.get("extended", []), {"tasks": list(evaluations), "timings": timings,
+                                                              "environment": record["environment"]}]}
     return write_atomic(folder / "metrics.json", json.dumps(record, indent=1, sort_keys=False) + "\n")
 
 
-def check_overlap(pairs, benchmarks: dict[str, Benchmark]) -> dict:
-    return {name: overlap_report(pairs, bench) for name, bench in benchmarks.items()}
+def check_overlap(pairs, tasks: dict[str, TaskData]) -> dict:
+    """Training texts found in each task's texts (the task measures it; None where it does not)."""
+    return {name: get_task(name).overlap(pairs, data) for name, data in tasks.items()}
 
 
 def finish_run(folder: Path, params: dict, model: BiEncoder) -> None:
@@ -429,8 +440,10 @@ class Run:
         self.params, self.device, self.progress = params, device, progress
         self.main = is_main()
         self.timings: dict[str, float] = {}
+        # a finished run that these parameters only add tasks to, with its weights kept: evaluate those, no training
+        self.added = added_tasks(run_folder(params), params)
         if self.main:
-            prepare_run_folder(params)
+            prepare_run_folder(params, adding_tasks=self.added is not None)
         barrier()  # the folder exists (and holds no other run) before any rank uses it
         self.folder = run_folder(params)
         self.log: list[dict] = []
@@ -443,13 +456,16 @@ class Run:
         self.sampler = make_sampler(self.params, self.pairs)
         validates = self.params["validate_every"] and self.params["steps"]
         self.validation_pairs = validation_pairs(self.params) if validates else None
-        self.benchmarks = evaluation_benchmarks(self.params) if self.main else {}
-        self.overlap = check_overlap(self.pairs, self.benchmarks)
+        self.tasks = evaluation_tasks(self.params, self.added) if self.main else {}
+        self.overlap = check_overlap(self.pairs, self.tasks)
         self.timings["data_seconds"] = time.perf_counter() - start
 
     def load_model(self) -> None:
+        """The model named by the parameters; when adding tasks to a trained run, the weights that run kept."""
         start = time.perf_counter()
-        self.model = build_model(self.params, self.device)
+        kept = self.added is not None and self.params["steps"] > 0
+        self.model = build_model({**self.params, "model": str(self.folder / "model")} if kept else self.params,
+                                 self.device)
         self.timings["model_load_seconds"] = time.perf_counter() - start
 
     def train(self) -> list[dict]:
@@ -458,6 +474,10 @@ class Run:
         The pair table is tokenized once first (``tokens.PairTokens``, cached): no step calls the tokenizer. With a
         validation source the model ends with the weights of the lowest validation loss (``make_validation``).
         """
+        if self.added is not None:
+            if self.main:
+                print(f"{self.folder} is finished: adding {self.added} with its weights, no training", flush=True)
+            return self.log
         start = time.perf_counter()
         tokens = PairTokens.build(self.pairs, self.model) if self.params["steps"] else None
         validate = (make_validation(self.params, self.model, self.validation_pairs, self.progress)
@@ -478,17 +498,19 @@ class Run:
         return self.log
 
     def evaluate(self) -> dict[str, dict]:
-        """Encode and score every evaluation benchmark (rank 0; the other ranks wait in ``finish``)."""
+        """Score the model on every evaluation task (rank 0; the other ranks wait in ``finish``)."""
         self._wait_group = long_wait_group()  # every rank, here: evaluation may outlast the collective timeout
-        self.evaluations = {name: evaluate_model(self.model, bench, self.params["eval_batch_size"], self.progress,
-                                                 self.params["encode_backend"], self.params["encode_dtype"])
-                            for name, bench in self.benchmarks.items()}
+        self.evaluations = {name: get_task(name).evaluate(self.model, data, self.params, self.progress)
+                            for name, data in self.tasks.items()}
         return self.evaluations
 
     def finish(self) -> Path:
         """Write ``metrics.json`` and the tables, save the model if asked, drop the checkpoint; the metrics path."""
         path = self.folder / "metrics.json"
-        if self.main:
+        if self.main and self.added is not None:  # the kept weights stay as they are
+            write_metrics(self.folder, self.params, self.evaluations, self.timings, self.log, self.overlap,
+                          earlier=read_record(path))
+        elif self.main:
             write_metrics(self.folder, self.params, self.evaluations, self.timings, self.log, self.overlap)
             finish_run(self.folder, self.params, self.model)
         barrier(self._wait_group)  # the other ranks return once rank 0 has written everything

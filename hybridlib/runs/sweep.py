@@ -46,10 +46,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.results import load_runs, scores_table
+from ..analysis.results import load_runs, metric_key
+from ..analysis.tasks import sweep_tasks, task_scores
 from ..cache import file_lock
 from ..paths import find_project_root
-from ..records import DamagedRecord, finished_with, read_record, record_damage, set_aside, utc_now, write_atomic
+from ..evaluation.tasks import get_task
+from ..parameters import differing_params
+from ..records import (DamagedRecord, added_tasks, finished_with, read_record, record_damage, set_aside, utc_now,
+                       write_atomic)
 from .config import ParameterError, load_yaml, resolve_params
 from .execute import TERMINAL, Placement, Task, failure_line, run_notebook
 from .local import LocalLauncher
@@ -131,6 +135,15 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
             continue
         own = {k: v for k, v in overrides.items() if k not in ("run_name", "output_dir", "point") and shared.get(k, None) != v}
         print(f"{head}: {json.dumps(own)}", flush=True)
+        if not damage and (folder / "metrics.json").exists():  # finished, with other parameters
+            added = added_tasks(folder, resolved[run])
+            if added:
+                print(f"    finished; adds {added}, evaluated with the weights it kept (no training)", flush=True)
+            else:
+                changed = sorted(differing_params(read_record(folder / "metrics.json")["params"], resolved[run]))
+                where = "would be moved" if dry_run else f"moved to {_display_path(replace_run(folder), root)}"
+                print(f"    finished with other parameters ({', '.join(changed)}) and no weights kept to reuse: "
+                      f"{where}; the run is redone", flush=True)
         if damage:  # kept for inspection, never deleted
             aside = "would be moved aside" if dry_run else f"moved {run} aside to {set_aside(folder).name}"
             print(f"    {damage}: {aside}; the run is redone", flush=True)
@@ -189,6 +202,16 @@ def run_sweep(path: str | Path, only: list[str] | None = None, dry_run: bool = F
                            "display.max_colwidth", 60):
         print(f"\n{summary.to_string()}")
     return summary
+
+
+def replace_run(folder: Path) -> Path:
+    """Move a finished run that is to be redone into ``<sweep>/.launch/replaced/<run>-<UTC time>`` (kept, out of git
+    and out of the sweep); the new place."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = folder.parent / ".launch" / "replaced" / f"{folder.name}-{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder.rename(target)
+    return target
 
 
 def _write_params_file(path: Path, params: dict) -> None:
@@ -430,10 +453,10 @@ def _summary(output_dir: Path, status: dict, placements: dict | None = None) -> 
         summary = pd.DataFrame({"status": {k: s for k, (s, _) in status.items()}})
     else:
         tables = []
-        for benchmark in sorted({b for run in runs for b in run["benchmarks"]}):
-            table = scores_table(runs, benchmark)
-            columns = ["label", "map_mono", "map_cross", "map_multi", "rank_distance", "top10_same_language"]
-            tables.append(table[columns].assign(benchmark=benchmark))
+        for task in sweep_tasks(runs):  # each task's first three scores (LAReQA: mAP mono, cross, multi)
+            table = task_scores(runs, task)
+            columns = [metric_key(m, s) for m, s in get_task(task).interval_metrics[:3]]
+            tables.append(table[["label", *columns]].assign(benchmark=task))
         summary = pd.concat(tables)
         summary["status"] = [status.get(run, ("not in this invocation", None))[0] for run in summary.index]
     if any(where.values()):  # runs placed at once (local slots, Slurm): where each one ran
