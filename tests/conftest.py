@@ -74,6 +74,8 @@ BASE = """
   batch_size: 8
   max_groups: 10
   eval_languages: [en, de, th]
+  eval_benchmarks: [xquad-r, tatoeba]
+  tatoeba_max_pairs: 20
   query_max_length: 24
   passage_max_length: 32
   save_model: false"""

@@ -122,10 +122,12 @@ def test_new_parameters_default_to_the_earlier_behaviour():
     from hybridlib.parameters import differing_params
 
     params = resolve_params({"steps": 5}, apply_env=False)
-    new_keys = ("source_weights", "negatives", "loss_form", "validation_source", "validate_every", "validation_batches")
+    new_keys = ("source_weights", "negatives", "loss_form", "validation_source", "validate_every", "validation_batches",
+                "tatoeba_max_pairs", "miracl_languages", "miracl_max_passages")
     assert {k: params[k] for k in new_keys} == {"source_weights": "size", "negatives": "none", "loss_form": "batch",
                                                 "validation_source": None, "validate_every": 0,
-                                                "validation_batches": 10}
+                                                "validation_batches": 10, "tatoeba_max_pairs": None,
+                                                "miracl_languages": None, "miracl_max_passages": None}
     old = {k: v for k, v in params.items() if k not in new_keys}
     assert differing_params(old, params) == {}
     # a baseline (steps 0) may carry the sweep's validation settings

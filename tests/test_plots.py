@@ -581,3 +581,36 @@ def test_save_every_figure_as_a_png(tmp_path, name):
     plots.save(figures[name](), tmp_path, name)
     data = (tmp_path / f"{name}.png").read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 5_000
+
+
+# ------------------------------------------------------------------------------------------ any task's headline
+def overview(key: str, values: dict) -> dict:
+    """``analysis.task_overview``'s points and headline for plots: mean and a 95% interval per point."""
+    points = pd.DataFrame({key: values, f"{key}_low": {p: v - 0.02 for p, v in values.items()},
+                           f"{key}_high": {p: v + 0.01 for p, v in values.items()}})
+    return {"points": points, "headline": key, "best": max(values, key=values.get)}
+
+
+def test_task_headlines_one_panel_per_task_with_intervals_and_the_best_darker():
+    fig = plots.task_headlines({"xquad-r": overview("map_multi", {"baseline": 0.34, "mono": 0.55, "cross": 0.57}),
+                                "tatoeba": overview("accuracy_en_xx", {"baseline": 0.90, "mono": 0.93, "cross": 0.95})})
+    assert [ax.get_title() for ax in fig.axes] == ["xquad-r: map_multi (mean over seeds, 95% CI)",
+                                                   "tatoeba: accuracy_en_xx (mean over seeds, 95% CI)"]
+    bars = fig.axes[1].patches
+    assert [round(b.get_height(), 2) for b in bars] == [0.90, 0.93, 0.95]
+    assert bars[2].get_facecolor() != bars[0].get_facecolor()  # the best point (cross) stands out
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["baseline", "mono", "cross"]
+    low, high = fig.axes[1].get_ylim()
+    assert low <= 0.88 and high >= 0.96  # every interval visible
+
+
+def test_bias_against_alignment_one_marker_per_shared_point_with_both_intervals():
+    bias = overview("rank_distance", {"baseline": 400.0, "mono": 300.0, "cross": 250.0})["points"]
+    alignment = overview("accuracy_en_xx", {"mono": 0.93, "cross": 0.95, "only-here": 0.5})["points"]
+    fig = plots.bias_against_alignment(bias, "rank_distance", alignment, "accuracy_en_xx",
+                                       labels=("rank distance (XQuAD-R)", "Tatoeba accuracy en->xx"))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["mono", "cross"]  # the points both tables have
+    assert ax.get_xlabel() == "rank distance (XQuAD-R)" and ax.get_ylabel() == "Tatoeba accuracy en->xx"
+    line = ax.lines[0]
+    assert list(line.get_xdata()) == [300.0, 250.0] and [round(v, 2) for v in line.get_ydata()] == [0.93, 0.95]

@@ -7,5 +7,5 @@ from .._moved import lazy_exports
 __getattr__, __dir__ = lazy_exports(__name__, {
     "hybridlib.paths": ("find_project_root",),
     "hybridlib.evaluation.stats": ("holm",),
-    "tasks": ("report_scores", "report_per_language", "task_scores", "sweep_tasks"),
+    "tasks": ("report_scores", "report_per_language", "task_scores", "sweep_tasks", "task_overview", "ordering_agreement"),
 }, fallback=("results", "alpha"))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..evaluation.stats import holm, paired_test
-from .results import INTERVAL_METRICS, metric_key, per_query, runs_by_point
+from ..evaluation.tasks import get_task
+from .results import metric_key, per_query, runs_by_point
 
 # --- what a sweep can resolve; the alpha curve (stats power analysis) ---------------------------------------
 
@@ -168,9 +169,10 @@ def best_alpha(runs: list[dict], benchmark: str, metric: str = "map", setting: s
     return out[columns]
 
 
-def alpha_confidence_sets(runs: list[dict], benchmark: str, metrics=INTERVAL_METRICS, level: float = 0.05,
+def alpha_confidence_sets(runs: list[dict], benchmark: str, metrics=None, level: float = 0.05,
                           permutations: int = 10000, replicates: int = 4000) -> dict[str, pd.DataFrame]:
-    """``best_alpha`` for every (metric, setting), keyed by ``metric_key``."""
+    """``best_alpha`` for every (metric, setting) (default: the task's ``interval_metrics``), keyed by ``metric_key``."""
+    metrics = get_task(benchmark).interval_metrics if metrics is None else metrics
     return {metric_key(metric, setting): best_alpha(runs, benchmark, metric, setting, level, permutations, replicates)
             for metric, setting in metrics}
 

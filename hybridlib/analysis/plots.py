@@ -242,6 +242,44 @@ def metric_vs_alpha(points: pd.DataFrame, sets: dict[str, pd.DataFrame], keys=No
     return fig
 
 
+def task_headlines(overviews: dict[str, dict]):
+    """One panel per task: every point's headline score (mean over seeds) with its 95% bootstrap interval, the
+    best point in a darker colour. ``overviews``: ``{task: analysis.task_overview(...)}``."""
+    fig, axes = plt.subplots(1, max(1, len(overviews)), figsize=(6 * max(1, len(overviews)), 4), squeeze=False)
+    for ax, (task, overview) in zip(axes[0], overviews.items()):
+        points, key = overview["points"], overview["headline"]
+        y = points[key]
+        colors = ["#1f4e79" if point == overview["best"] else "#7fa7cf" for point in points.index]
+        ax.bar(range(len(points)), y, color=colors)
+        ax.errorbar(range(len(points)), y, yerr=[y - points[f"{key}_low"], points[f"{key}_high"] - y], fmt="none",
+                    ecolor="black", capsize=3)
+        ax.set_xticks(range(len(points)), points.index, rotation=45, ha="right")
+        low, high = points[f"{key}_low"].min(), points[f"{key}_high"].max()
+        ax.set_ylim(max(0.0, low - 0.1 * (high - low + 1e-9)), high + 0.1 * (high - low + 1e-9))
+        ax.set_title(f"{task}: {key} (mean over seeds, 95% CI)")
+    fig.tight_layout()
+    return fig
+
+
+def bias_against_alignment(bias: pd.DataFrame, bias_key: str, alignment: pd.DataFrame, alignment_key: str,
+                           labels: tuple[str, str] | None = None):
+    """Each point's language-bias score (x) against another task's alignment score (y), both with 95% intervals:
+    does less bias on one task go with better cross-lingual alignment on the other?"""
+    shared = [p for p in bias.index if p in alignment.index]
+    x, y = bias.loc[shared, bias_key], alignment.loc[shared, alignment_key]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.errorbar(x, y, xerr=[x - bias.loc[shared, f"{bias_key}_low"], bias.loc[shared, f"{bias_key}_high"] - x],
+                yerr=[y - alignment.loc[shared, f"{alignment_key}_low"],
+                      alignment.loc[shared, f"{alignment_key}_high"] - y], fmt="o", capsize=3)
+    for point in shared:
+        ax.annotate(point, (x[point], y[point]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(labels[0] if labels else bias_key)
+    ax.set_ylabel(labels[1] if labels else alignment_key)
+    ax.set_title("language bias against cross-lingual alignment (per point, 95% CI)")
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, folder, name: str) -> None:
     """Write ``fig`` as ``folder/name.png`` when a folder is given (the sweep passes one; interactive use need not)."""
     if folder:

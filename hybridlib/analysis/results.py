@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..evaluation.metrics import GOLD_RANKS, METRICS, MULTI_ONLY, SETTINGS, TOP_IDS
+from ..evaluation.metrics import GOLD_RANKS, INTERVAL_METRICS, METRICS, MULTI_ONLY, SETTINGS, TOP_IDS
+from ..evaluation.tasks import get_task
 from ..evaluation.stats import bootstrap_ci, paired_test
 from ..records import METRICS_KEYS, DamagedRecord, is_set_aside, read_record
 
-# (metric, setting) pairs that get a bootstrap interval in the evaluation notebook
-INTERVAL_METRICS = [("map", "mono"), ("map", "cross"), ("map", "multi"), ("map@20", "multi"),
-                    ("recall@10", "multi"), ("rank_distance", "multi"), ("top10_same_language", "multi")]
 
 # Reference paper (arXiv 2408.10536), XLM-R fine-tuned on their in-house data, macro mAP.
 # THEIR numbers, not ours: different model size, data and scale; shown for orientation only.
@@ -29,6 +27,15 @@ PAPER_REFERENCE = pd.DataFrame(
     ],
     columns=["run", "ratio_mono", "ratio_cross", "benchmark", "map_mono", "map_cross", "map_multi", "rank_distance"],
 )
+
+
+# The reference paper's appendix: MIRACL dev (monolingual, each language's full corpus), XLM-R, mean over its 15
+# languages (sw bn hi ko th te fi ja es fr ru zh fa ar id). THEIR numbers, for orientation only.
+PAPER_MIRACL = pd.DataFrame(
+    [("paper: mono only", 1.0, 0.0, 0.4148, 0.7683), ("paper: cross only", 0.0, 1.0, 0.3993, 0.7487),
+     ("paper: hybrid 0.5", 0.5, 0.5, 0.4054, 0.7628)],
+    columns=["run", "ratio_mono", "ratio_cross", "ndcg@10_mono", "recall@100_mono"],
+).set_index("run")
 
 
 def load_runs(sweep_dir: str | Path) -> list[dict]:
@@ -151,10 +158,12 @@ def runs_by_point(runs: list[dict], benchmark: str) -> dict[str, list[dict]]:
     return points
 
 
-def point_scores(runs: list[dict], benchmark: str, metrics=INTERVAL_METRICS, replicates: int = 2000) -> pd.DataFrame:
+def point_scores(runs: list[dict], benchmark: str, metrics=None, replicates: int = 2000) -> pd.DataFrame:
     """One row per sweep point: seeds, ratios, and per metric its mean over seeds with a 95% bootstrap
     interval (columns ``<key>``, ``<key>_low``, ``<key>_high``, ``<key>_seed_std``), resampling query groups
-    and seeds (``stats.bootstrap_ci``)."""
+    and seeds (``stats.bootstrap_ci``). ``benchmark``: any task; ``metrics``: (metric, setting) pairs, by default
+    the ones its task names (``Task.interval_metrics``)."""
+    metrics = get_task(benchmark).interval_metrics if metrics is None else metrics
     rows = []
     for point, members in runs_by_point(runs, benchmark).items():
         params = members[0]["params"]
@@ -179,11 +188,14 @@ def with_intervals(points: pd.DataFrame, metrics=INTERVAL_METRICS, digits: int =
     return out
 
 
-def paired_tests(runs: list[dict], benchmark: str, metric: str = "map", setting: str = "multi",
+def paired_tests(runs: list[dict], benchmark: str, metric: str | None = None, setting: str | None = None,
                  permutations: int = 10000) -> pd.DataFrame:
     """Every pair of sweep points (A before B in sweep order): A - B with a paired bootstrap interval and
     p-values (``stats.paired_test``: bootstrap over question groups and seeds where either point has
-    several seeds, else a randomisation test over question groups)."""
+    several seeds, else a randomisation test over question groups). ``metric`` and ``setting``: by default the
+    task's headline (LAReQA: pooled mAP; Tatoeba: en->xx accuracy; MIRACL: nDCG@10)."""
+    if metric is None:
+        metric, setting = get_task(benchmark).headline
     points = runs_by_point(runs, benchmark)
     tables = {point: [per_query(run, benchmark) for run in members] for point, members in points.items()}
     names = list(tables)

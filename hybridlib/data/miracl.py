@@ -25,7 +25,7 @@ import importlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -66,12 +66,11 @@ class MiraclData:
     qrels: dict[str, dict[str, int]]  # qid -> {docid: rel}, rel-0 rows kept
     corpus_path: Path
     passages: int
-    duplicates_removed: int  # rows dropped because their docid was already kept
+    duplicates_removed: int  # rows dropped because their docid was already kept (reduced: among the kept only)
     reduced: bool  # True: judged passages + the first max_passages (NOT comparable with the paper)
     max_passages: int | None
     source: str  # "miracl/miracl-corpus@main" or the local copy's folder
     missing_judged: int = 0  # judged docids the corpus does not hold
-    extra: dict = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:
@@ -94,10 +93,15 @@ class MiraclData:
         """``(start row, docids, texts)`` of ``chunk`` passages at a time, in corpus order (read lazily)."""
         import pyarrow.parquet as pq
 
-        start = 0
+        start, ids, texts = 0, [], []
         for batch in pq.ParquetFile(self.corpus_path).iter_batches(batch_size=chunk, columns=["docid", "text"]):
-            yield start, batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            start += batch.num_rows
+            ids += batch.column(0).to_pylist()
+            texts += batch.column(1).to_pylist()
+            while len(ids) >= chunk:  # batches end at row groups: regroup into exactly ``chunk`` rows
+                yield start, ids[:chunk], texts[:chunk]
+                start, ids, texts = start + chunk, ids[chunk:], texts[chunk:]
+        if ids:
+            yield start, ids, texts
 
 
 def miracl_dir(base_dir: str | os.PathLike | None = None) -> Path | None:
@@ -291,7 +295,8 @@ def _build(lang: str, max_passages: int | None, base: Path | None, path: Path, p
                         kept.add(docid)
                         ids.append(docid)
                         texts.append(f"{title} {text}" if title else (text or ""))
-                writer.write_table(pa.table({"docid": ids, "text": texts}, schema=schema))
+                if ids:
+                    writer.write_table(pa.table({"docid": ids, "text": texts}, schema=schema))
                 bar.update(table.num_rows)
                 if max_passages is not None and seen >= max_passages and judged <= kept:
                     break  # a reduced corpus needs nothing further

@@ -46,6 +46,9 @@ CENTRED = {"map_centred": "ap_centred", "rank_distance_centred": "rank_distance_
 # report name -> the per-query column it is the mean of (AP of one query; "map" is its mean)
 COLUMNS = {"map": "ap", "map@20": "ap@20", "recall@1": "recall@1", "recall@10": "recall@10",
            **{name: name for name in MULTI_ONLY}, **CENTRED}
+# (metric, setting) pairs that get a bootstrap interval in the evaluation notebook (the LAReQA task's)
+INTERVAL_METRICS = [("map", "mono"), ("map", "cross"), ("map", "multi"), ("map@20", "multi"),
+                    ("recall@10", "multi"), ("rank_distance", "multi"), ("top10_same_language", "multi")]
 MULTI_LABEL = "all"  # corpus_lang of pooled-setting rows
 TOP_K = 10  # the pooled top k whose same-language share measures language bias
 # pooled rows only: the ids of the query's pooled top TOP_K candidates, best first, space-separated; and the

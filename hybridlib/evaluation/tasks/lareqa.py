@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from ...data.benchmarks import Benchmark, load_benchmark
 from ...data.pinned import benchmark_languages
+from ..metrics import INTERVAL_METRICS
 from .base import Task, check_per_query
 
 
 class LareqaTask(Task):
     """A LAReQA benchmark: every query against the candidate sentences of every language (mono, cross, multi)."""
 
-    interval_metrics = (("map", "mono"), ("map", "cross"), ("map", "multi"), ("map@20", "multi"),
-                        ("recall@10", "multi"), ("rank_distance", "multi"), ("top10_same_language", "multi"))
+    interval_metrics = tuple(INTERVAL_METRICS)
     headline = ("map", "multi")
 
     def __init__(self, name: str):
