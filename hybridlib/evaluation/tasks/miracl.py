@@ -99,6 +99,7 @@ class MiraclTask(Task):
                        else f"reduced: judged + first {reduced} (not comparable with the paper)"),
             "max_passages": reduced,
             "comparable_with_paper": reduced is None and sorted(data.languages) == sorted(PAPER_LANGUAGES),
+            "embedding_cache": str(cache_dir("miracl-embeddings", fingerprint[:24])),  # delete once scored, if space is short
             "revision": {"miracl": MIRACL_REVISION, "miracl-corpus": MIRACL_CORPUS_REVISION,
                          "source": sorted({c.source for c in data.extra["corpora"].values()})},
         }
