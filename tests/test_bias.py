@@ -204,11 +204,10 @@ def test_untrained_points_show_no_ratios_and_bias_tables_need_the_records(tmp_pa
                   "ratio_mono": 0.5, "ratio_cross": 0.5, "ratio_multi": 0.0}
         folder = tmp_path / name
         folder.mkdir()
-        write_metrics(folder, params, {"toy": {"metrics": report, "per_query": per_query,
-                                               "projection": bias.lda_projection(bench, cc).rename(
-                                                   columns={"ld1": "pc1", "ld2": "pc2"}),
-                                               "projection_lda": bias.lda_projection(bench, cc), "timings": {}}},
-                      {}, [])
+        tables = {"projection": bias.lda_projection(bench, cc).rename(columns={"ld1": "pc1", "ld2": "pc2"}),
+                  "projection-lda": bias.lda_projection(bench, cc)}  # as the LAReQA task returns them
+        write_metrics(folder, params, {"toy": {"metrics": report, "per_query": per_query, "tables": tables,
+                                               "timings": {}}}, {}, [])
     runs = analysis.load_runs(tmp_path)
     table = analysis.scores_table(runs, "toy")
     assert table.loc["baseline", ["ratio_mono", "ratio_cross", "ratio_multi"]].isna().all()
