@@ -17,7 +17,8 @@ from hybridlib.evaluation.metrics import GOLD_RANKS, TOP_IDS, TOP_K
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model": "tiny-random", "steps": 3, "batch_size": 8, "max_groups": 30, "eval_languages": ["de", "en", "zh"],
-        "query_max_length": 24, "passage_max_length": 32, "checkpoint_every": 0}
+        "query_max_length": 24, "passage_max_length": 32, "checkpoint_every": 0,
+        "eval_benchmarks": ["tatoeba", "xquad-r"], "tatoeba_max_pairs": 10}  # a task first that records no top k
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,12 @@ def sweep(tmp_path_factory, data_dir):
 def explorer(sweep, tmp_path, monkeypatch):
     monkeypatch.setenv("HYBRIDLIB_CACHE_DIR", str(tmp_path / "cache"))  # candidate embeddings land here
     return explore.Explorer(sweep)
+
+
+def test_the_explorer_takes_the_lareqa_task_and_refuses_the_others(sweep, explorer):
+    assert explorer.benchmark_name == "xquad-r"  # though every run names tatoeba first
+    with pytest.raises(ValueError, match="benchmark='tatoeba': the explorer shows the pooled top k that only the LAReQA"):
+        explore.Explorer(sweep, "tatoeba")
 
 
 def test_runs_records_and_defaults(sweep, explorer):

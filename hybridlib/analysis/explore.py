@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 
 from ..cache import build_folder, cache_dir
+from ..data.pinned import BENCHMARKS
 from ..evaluation.metrics import GOLD_RANKS, TOP_IDS, TOP_K
+from ..evaluation.tasks import get_task
 from . import results as analysis
 
 MODEL_SETTINGS = ("pooling", "query_prefix", "passage_prefix", "query_max_length", "passage_max_length")
@@ -98,11 +100,16 @@ class Explorer:
     def __init__(self, sweep_dir: str | Path, benchmark: str | None = None, device: str = "auto"):
         self.sweep_dir = Path(sweep_dir)
         records = analysis.load_runs(self.sweep_dir)
-        shared = [name for name in records[0]["benchmarks"] if all(name in r["benchmarks"] for r in records)]
+        # the LAReQA tasks: their per-query tables hold each query's pooled top k, which the views show
+        shared = [name for name in records[0]["benchmarks"]
+                  if name in BENCHMARKS and all(name in r["benchmarks"] for r in records)]
         if benchmark is None:
             if not shared:
-                raise ValueError(f"the runs of {self.sweep_dir} share no benchmark")
+                raise ValueError(f"the runs of {self.sweep_dir} share no LAReQA benchmark ({sorted(BENCHMARKS)})")
             benchmark = shared[0]
+        if benchmark not in BENCHMARKS:
+            raise ValueError(f"benchmark={benchmark!r}: the explorer shows the pooled top k that only the LAReQA tasks "
+                             f"record; choose one of {sorted(BENCHMARKS)}")
         self.benchmark_name = benchmark
         records = [r for r in records if benchmark in r["benchmarks"]]
         if not records:
@@ -111,10 +118,12 @@ class Explorer:
         records.sort(key=lambda r: r["params"]["steps"] != 0)
         self.runs = {r["run_name"]: r for r in records}
         first = records[0]["params"]
-        self.eval_settings = {"languages": first["eval_languages"], "max_groups": first["max_groups"]}
+        languages = first["eval_languages"] and get_task(benchmark).languages(first)  # those this benchmark kept
+        self.eval_settings = {"languages": languages, "max_groups": first["max_groups"]}
         self.notes = [f"{name} was evaluated with other settings ({r['params']['eval_languages']}, max_groups "
                       f"{r['params']['max_groups']}): its candidates may not match" for name, r in self.runs.items()
-                      if (r["params"]["eval_languages"], r["params"]["max_groups"]) != tuple(self.eval_settings.values())]
+                      if (r["params"]["eval_languages"], r["params"]["max_groups"]) != (first["eval_languages"],
+                                                                                         first["max_groups"])]
         self.device = device
         self._bench = None
         self._models: dict = {}

@@ -452,12 +452,19 @@ def _summary(output_dir: Path, status: dict, placements: dict | None = None) -> 
     except FileNotFoundError:
         summary = pd.DataFrame({"status": {k: s for k, (s, _) in status.items()}})
     else:
-        tables = []
-        for task in sweep_tasks(runs):  # each task's first three scores (LAReQA: mAP mono, cross, multi)
+        # one row per run: the first task's first three scores (LAReQA: mAP mono, cross, multi), then each other
+        # task's headline, named "<task> <score>"
+        tasks = sweep_tasks(runs)
+        summary = pd.DataFrame(index=pd.Index([], name="run"))
+        for task in tasks:
+            spec = get_task(task)
+            shown = spec.interval_metrics[:3] if task == tasks[0] else [spec.headline]
             table = task_scores(runs, task)
-            columns = [metric_key(m, s) for m, s in get_task(task).interval_metrics[:3]]
-            tables.append(table[["label", *columns]].assign(benchmark=task))
-        summary = pd.concat(tables)
+            columns = {metric_key(m, s): (metric_key(m, s) if task == tasks[0] else f"{task} {metric_key(m, s)}")
+                       for m, s in shown}
+            summary = summary.combine_first(table[["label"]]).join(table[list(columns)].rename(columns=columns),
+                                                                   how="outer")
+        summary = summary[["label", *[c for c in summary.columns if c != "label"]]]
         summary["status"] = [status.get(run, ("not in this invocation", None))[0] for run in summary.index]
     if any(where.values()):  # runs placed at once (local slots, Slurm): where each one ran
         summary["where"] = [where.get(run) or "" for run in summary.index]
