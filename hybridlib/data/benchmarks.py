@@ -110,12 +110,6 @@ class Benchmark(TaskData):
     """A LAReQA retrieval benchmark: queries (id, group, lang, text), candidate sentences (id, lang, text, context)
     and cross-lingual relevance, as ``datasets.Dataset`` tables."""
 
-    def __repr__(self) -> str:
-        return (
-            f"Benchmark({self.name!r}, languages={self.languages}, queries={len(self.queries)}, "
-            f"candidates={len(self.candidates)})"
-        )
-
     def counts(self) -> pd.DataFrame:
         """Questions and candidate sentences per language."""
         q = pd.Series(self.queries["lang"]).value_counts()
