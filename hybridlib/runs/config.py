@@ -17,7 +17,8 @@ from .. import yamlfile
 from ..data.pinned import BENCHMARKS, MIRACL_LANGUAGES, TASK_NAMES, benchmark_languages, task_languages
 from ..data.sampler import validate_ratios
 from ..parameters import (DEFAULTS, ENCODE_BACKENDS, ENCODE_DTYPES, KINDS, LANGUAGE_WEIGHTS, LOSS_FORMS, MIX_MODES,
-                          MIXED_PRECISION_MODES, NEGATIVE_MODES, PACKING_MODES, POOLINGS, VALIDATION_SOURCES)
+                          MIXED_PRECISION_MODES, NEGATIVE_MODES, PACKING_MODES, POOLINGS, TASK_PARAMETERS,
+                          VALIDATION_SOURCES)
 
 _OPTIONAL_INT = ("train_max_groups", "max_groups", "cache_chunk_size", "tatoeba_max_pairs", "miracl_max_passages")
 _OPTIONAL_STR = ("point", "validation_source")
@@ -212,7 +213,7 @@ def _check_eval_languages(params: dict) -> None:
         raise ParameterError(f"miracl_languages={params['miracl_languages']}: {unknown} have no MIRACL dev split; "
                              f"choose from {sorted(MIRACL_LANGUAGES)}")
     languages = params["eval_languages"]
-    tasks = [t for t in params["eval_benchmarks"] if t != "miracl"]
+    tasks = [t for t in params["eval_benchmarks"] if "eval_languages" in TASK_PARAMETERS[t]]  # not MIRACL
     if languages is None or not tasks:
         return
     offered = {t: task_languages(t) + (["en"] if t == "tatoeba" else []) for t in tasks}  # English: Tatoeba's pivot

@@ -455,16 +455,15 @@ def _summary(output_dir: Path, status: dict, placements: dict | None = None) -> 
         # one row per run: the first task's first three scores (LAReQA: mAP mono, cross, multi), then each other
         # task's headline, named "<task> <score>"
         tasks = sweep_tasks(runs)
-        summary = pd.DataFrame(index=pd.Index([], name="run"))
-        for task in tasks:
-            spec = get_task(task)
-            shown = spec.interval_metrics[:3] if task == tasks[0] else [spec.headline]
-            table = task_scores(runs, task)
-            columns = {metric_key(m, s): (metric_key(m, s) if task == tasks[0] else f"{task} {metric_key(m, s)}")
-                       for m, s in shown}
-            summary = summary.combine_first(table[["label"]]).join(table[list(columns)].rename(columns=columns),
-                                                                   how="outer")
-        summary = summary[["label", *[c for c in summary.columns if c != "label"]]]
+        tables = {task: task_scores(runs, task) for task in tasks}
+        labels = pd.concat([table["label"] for table in tables.values()]).groupby(level=0, sort=False).first()
+        scores = []
+        for task, table in tables.items():
+            first = task == tasks[0]
+            shown = [metric_key(m, s) for m, s in
+                     (get_task(task).interval_metrics[:3] if first else [get_task(task).headline])]
+            scores.append(table[shown].rename(columns={} if first else {k: f"{task} {k}" for k in shown}))
+        summary = pd.concat([labels, *scores], axis=1).rename_axis("run")
         summary["status"] = [status.get(run, ("not in this invocation", None))[0] for run in summary.index]
     if any(where.values()):  # runs placed at once (local slots, Slurm): where each one ran
         summary["where"] = [where.get(run) or "" for run in summary.index]

@@ -35,11 +35,12 @@ class TatoebaTask(Task):
         return sorted(TATOEBA) if wanted is None else [lang for lang in sorted(TATOEBA) if lang in wanted]
 
     def load(self, params: dict) -> TaskData:
-        pairs = load_tatoeba(self.languages(params), params["tatoeba_max_pairs"])
+        languages = self.languages(params)
+        pairs = load_tatoeba(languages, params["tatoeba_max_pairs"])
         ids = pairs["lang"] + ":" + pairs["index"].astype(str)
         queries = pd.DataFrame({"id": "en:" + ids, "lang": "en", "text": pairs["en"]})
         candidates = pd.DataFrame({"id": ids, "lang": pairs["lang"], "text": pairs["xx"]})
-        return TaskData(self.name, self.languages(params), queries, candidates,
+        return TaskData(self.name, languages, queries, candidates,
                         relevant=dict(zip(queries["id"], ({c} for c in candidates["id"]))), extra={"pairs": pairs})
 
     def evaluate(self, model, data: TaskData, params: dict, progress: bool = True) -> dict:
